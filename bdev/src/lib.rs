@@ -1,0 +1,1 @@
+//! Block-device layer: registry, descriptors, channels, and the malloc, null, split, delay and error modules

@@ -1,0 +1,1 @@
+//! Command line, JSON config replay and defaults

@@ -1,0 +1,1 @@
+//! What transports share: JSON-RPC server, SCSI emulation, target model

@@ -1,0 +1,21 @@
+//! ferrite's runtime: per-core reactors that poll, sleep when idle and talk by
+//! message, plus the hugepage buffer arena the data path draws from.
+//!
+//! Modelled on SPDK's `lib/thread` and `lib/event`: a reactor owns its pollers and
+//! state; nothing on the I/O path takes a lock or crosses cores.
+
+pub mod mem;
+pub mod reactor;
+pub mod runtime;
+mod sys;
+pub mod ticks;
+
+pub use reactor::{
+    current_index, for_each_reactor, handle, local_stats, on_reactor, register_interrupt,
+    register_poller, register_timed_poller, send, unregister_interrupt, unregister_poller, Poll,
+    PollerId, PollerStats, ReactorStats,
+};
+pub use runtime::{
+    available_cores, parse_core_mask, Handle, Message, Runtime, RuntimeConfig, SendError,
+};
+pub use ticks::{tick_rate, ticks, ticks_to_ns};

@@ -1,0 +1,1 @@
+//! Wire protocols and data movers: iSCSI, TCP, RDMA, iSER, SRP
