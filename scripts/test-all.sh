@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Set-up command 2: install what is missing, then run every check and test suite.
+#
+#   scripts/test-all.sh
+#
+# Each step runs even when an earlier one failed; the last line is "N passed, M failed"
+# (counting steps) and the exit status is non-zero when any step failed.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+
+# rustup's toolchain may be installed but not on PATH in a non-login shell.
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+passed=0
+failed=0
+failed_steps=()
+
+# step NAME COMMAND...: run one step, show its name and outcome, count it.
+step() {
+    local name=$1 start=$SECONDS
+    shift
+    echo
+    echo "=== step: $name"
+    echo "+ $*"
+    if "$@"; then
+        passed=$((passed + 1))
+        echo "=== ok: $name ($((SECONDS - start)) s)"
+    else
+        failed=$((failed + 1))
+        failed_steps+=("$name")
+        echo "=== FAILED: $name ($((SECONDS - start)) s)"
+    fi
+}
+
+step deps bash scripts/deps.sh build test
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+step build cargo build --release --workspace --bins
+
+# The integration tests run the release binaries and the client found here.
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+export FERRITE_TGT_BIN="$TARGET_DIR/release/ferrite-tgt"
+export FERRITE_PERF_BIN="$TARGET_DIR/release/ferrite-perf"
+export FERRITE_RPC_PY="$ROOT/app/rpc.py"
+
+step cargo-test cargo test --workspace --release
+step rpc.py-unittest python3 -m unittest discover -s app -p 'test_*.py'
+
+echo
+if [ "$failed" -gt 0 ]; then
+    echo "failed steps: ${failed_steps[*]}"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
