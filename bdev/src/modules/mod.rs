@@ -27,7 +27,14 @@ pub(crate) fn delete_of_module(
     done: impl FnOnce(Result<(), BdevError>) + Send + 'static,
 ) {
     match find_of_module(name, module) {
-        Ok(_) => crate::unregister(name, done),
+        Ok(bdev) => match bdev.claimed_by() {
+            // Deleting a base under a vbdev would pull the vbdev's data away; make
+            // the operator remove the vbdev first.
+            Some(by) => done(Err(BdevError::Busy(format!(
+                "bdev {name} is in use by {by}; delete that first"
+            )))),
+            None => crate::unregister(name, done),
+        },
         Err(e) => done(Err(e)),
     }
 }
