@@ -41,6 +41,8 @@ fn methods(shutdowns: Arc<AtomicUsize>) -> Methods {
         },
     );
     m.register("echo", |params, resp: Responder| resp.ok(params));
+    // A response far larger than a socket buffer.
+    m.register("big", |_, resp: Responder| resp.ok("x".repeat(1 << 20)));
     // Answers from a plain thread a little later, as a device might.
     m.register("slow", |params, resp: Responder| {
         std::thread::spawn(move || {
@@ -143,7 +145,7 @@ impl Client {
                 Some(Err(e)) if !e.is_eof() => panic!("server sent bad JSON: {e}"),
                 _ => {}
             }
-            let mut chunk = [0u8; 4096];
+            let mut chunk = [0u8; 64 * 1024];
             let n = self.stream.read(&mut chunk).expect("no response in time");
             assert!(n > 0, "server closed the connection");
             self.buf.extend_from_slice(&chunk[..n]);
@@ -228,6 +230,31 @@ fn bad_json_is_answered_then_the_connection_closes() {
     // The server still serves others.
     let mut other = server.connect();
     assert_eq!(other.call("echo", json!([1]))["result"], json!([1]));
+    server.stop();
+}
+
+#[test]
+fn large_responses_reach_a_client_that_reads_late() {
+    let server = TestServer::start("large");
+    let mut client = server.connect();
+    // 40 MiB of answers, more than the output high-water mark: the server must
+    // stop reading this client, keep retrying the blocked writes, then resume.
+    let requests = 40;
+    for id in 0..requests {
+        client.send(
+            json!({"jsonrpc": "2.0", "id": id, "method": "big"})
+                .to_string()
+                .as_bytes(),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for id in 0..requests {
+        let r = client.receive();
+        assert_eq!(r["id"], id);
+        assert_eq!(r["result"].as_str().unwrap().len(), 1 << 20);
+    }
+    // Drained, the connection serves small requests again.
+    assert_eq!(client.call("echo", json!([7]))["result"], json!([7]));
     server.stop();
 }
 
