@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferrite_lib::jsonrpc::{register_framework_methods, Framework, Methods, RpcServer};
+use ferrite_lib::rpc::bdev::{register_bdev_methods, BdevSubsystem};
 use ferrite_lib::subsystem::Subsystems;
 use ferrite_reactor::mem::MemConfig;
 use ferrite_reactor::{Poll, Runtime, RuntimeConfig};
@@ -98,8 +99,9 @@ pub fn run(options: TargetOptions) -> Result<(), String> {
 
 /// The methods and subsystems of a target, in start order.
 fn registries() -> (Arc<Methods>, Arc<Subsystems>) {
-    let subsystems = Subsystems::new();
-    // Subsystems register here in start order, e.g. bdev, then scsi, then iscsi.
+    let mut subsystems = Subsystems::new();
+    // Start order; shutdown stops them in reverse.
+    subsystems.register(Arc::new(BdevSubsystem));
     let subsystems = Arc::new(subsystems);
 
     let mut methods = Methods::new();
@@ -110,7 +112,7 @@ fn registries() -> (Arc<Methods>, Arc<Subsystems>) {
             shutdown: Arc::new(|| request_shutdown("framework_shutdown")),
         },
     );
-    // Each subsystem's methods register here too.
+    register_bdev_methods(&mut methods);
     (Arc::new(methods), subsystems)
 }
 

@@ -1,4 +1,6 @@
-//! What transports share: JSON-RPC server, SCSI emulation, target model
+//! What transports share: the JSON-RPC server, the subsystem registry and each
+//! subsystem's RPC methods (later also SCSI emulation and the target model).
 
 pub mod jsonrpc;
+pub mod rpc;
 pub mod subsystem;

@@ -1,0 +1,191 @@
+//! The `bdev_*` JSON-RPC methods and the bdev subsystem (save_config, shutdown).
+//!
+//! Parameters are the modules' own typed structs, so a name SPDK's rpc.py sends is
+//! exactly a field here and anything else is refused with the field named.
+
+use std::sync::Arc;
+
+use ferrite_bdev::modules::{malloc, null};
+use ferrite_bdev::{self as bdev, Bdev, BdevError, IoType};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::jsonrpc::{parse_params, Methods, Responder, RpcError};
+
+impl From<BdevError> for RpcError {
+    fn from(e: BdevError) -> RpcError {
+        RpcError::from_errno(e.errno(), e.to_string())
+    }
+}
+
+/// Runs a synchronous create/delete-style call and answers with its result.
+fn answer<T: serde::Serialize>(resp: Responder, result: Result<T, BdevError>) {
+    resp.reply(result.map_err(RpcError::from));
+}
+
+/// Parses params, or answers the error and returns `None`.
+fn params<T: serde::de::DeserializeOwned>(
+    p: Option<Value>,
+    resp: Responder,
+) -> Option<(T, Responder)> {
+    match parse_params::<T>(p) {
+        Ok(t) => Some((t, resp)),
+        Err(e) => {
+            resp.err(e);
+            None
+        }
+    }
+}
+
+/// An async delete: answers `true` once the bdev is gone.
+fn delete_answer(resp: Responder) -> impl FnOnce(Result<(), BdevError>) + Send + 'static {
+    move |r| answer(resp, r.map(|()| true))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetBdevsParams {
+    #[serde(default)]
+    name: Option<String>,
+    /// Accepted for SPDK compatibility: we never wait for a bdev to appear.
+    #[serde(default)]
+    #[allow(dead_code)]
+    timeout: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetIostatParams {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+fn selected(name: Option<&str>) -> Result<Vec<Arc<Bdev>>, RpcError> {
+    match name {
+        Some(n) => bdev::get(n)
+            .map(|b| vec![b])
+            .ok_or_else(|| RpcError::from_errno(libc::ENODEV, format!("bdev {n} does not exist"))),
+        None => Ok(bdev::list()),
+    }
+}
+
+fn iostat(b: &Bdev) -> Value {
+    let s = b.iostat();
+    let t = |t: IoType| s.get(t);
+    let failed: u64 = IoType::ALL.iter().map(|&x| s.get(x).failed).sum();
+    let mut errors = serde_json::Map::new();
+    for ty in IoType::ALL {
+        if s.get(ty).failed > 0 {
+            errors.insert(ty.name().into(), json!(s.get(ty).failed));
+        }
+    }
+    json!({
+        "name": b.name(),
+        "bytes_read": t(IoType::Read).bytes,
+        "num_read_ops": t(IoType::Read).ops,
+        "bytes_written": t(IoType::Write).bytes,
+        "num_write_ops": t(IoType::Write).ops,
+        "bytes_unmapped": t(IoType::Unmap).bytes,
+        "num_unmap_ops": t(IoType::Unmap).ops,
+        "num_flush_ops": t(IoType::Flush).ops,
+        "num_write_zeroes_ops": t(IoType::WriteZeroes).ops,
+        "bytes_write_zeroed": t(IoType::WriteZeroes).bytes,
+        "num_compare_ops": t(IoType::Compare).ops,
+        "num_compare_and_write_ops": t(IoType::CompareAndWrite).ops,
+        "num_reset_ops": t(IoType::Reset).ops,
+        "read_latency_ticks": t(IoType::Read).latency_ticks,
+        "max_read_latency_ticks": t(IoType::Read).max_latency_ticks,
+        "write_latency_ticks": t(IoType::Write).latency_ticks,
+        "max_write_latency_ticks": t(IoType::Write).max_latency_ticks,
+        "unmap_latency_ticks": t(IoType::Unmap).latency_ticks,
+        "max_unmap_latency_ticks": t(IoType::Unmap).max_latency_ticks,
+        "num_failed_ops": failed,
+        "io_error": errors,
+    })
+}
+
+/// Registers every `bdev_*` method.
+pub fn register_bdev_methods(m: &mut Methods) {
+    m.register("bdev_malloc_create", |p, resp| {
+        if let Some((p, resp)) = params::<malloc::CreateParams>(p, resp) {
+            answer(resp, malloc::create(p));
+        }
+    });
+    m.register("bdev_malloc_delete", |p, resp| {
+        if let Some((p, resp)) = params::<malloc::DeleteParams>(p, resp) {
+            malloc::delete(&p.name, delete_answer(resp));
+        }
+    });
+    m.register("bdev_null_create", |p, resp| {
+        if let Some((p, resp)) = params::<null::CreateParams>(p, resp) {
+            answer(resp, null::create(p));
+        }
+    });
+    m.register("bdev_null_delete", |p, resp| {
+        if let Some((p, resp)) = params::<null::DeleteParams>(p, resp) {
+            null::delete(&p.name, delete_answer(resp));
+        }
+    });
+    m.register("bdev_get_bdevs", |p, resp| {
+        if let Some((p, resp)) = params::<GetBdevsParams>(p, resp) {
+            resp.reply(
+                selected(p.name.as_deref()).map(|v| v.iter().map(|b| b.info()).collect::<Vec<_>>()),
+            );
+        }
+    });
+    m.register("bdev_get_iostat", |p, resp| {
+        if let Some((p, resp)) = params::<GetIostatParams>(p, resp) {
+            resp.reply(selected(p.name.as_deref()).map(|v| {
+                json!({
+                    "tick_rate": ferrite_reactor::tick_rate(),
+                    "ticks": ferrite_reactor::ticks(),
+                    "bdevs": v.iter().map(|b| iostat(b)).collect::<Vec<_>>(),
+                })
+            }));
+        }
+    });
+}
+
+/// The calls that recreate every bdev, oldest first (bases before what stacks on
+/// them).
+pub fn bdev_config() -> Vec<Value> {
+    bdev::list()
+        .iter()
+        .filter_map(|b| b.backend().config(b))
+        .collect()
+}
+
+/// Removes every bdev, newest first, one after the other; then `done`.
+pub fn remove_all_bdevs(done: Box<dyn FnOnce() + Send>) {
+    match bdev::list().pop() {
+        None => done(),
+        Some(b) => {
+            let name = b.name().to_string();
+            let target = name.clone();
+            bdev::unregister(&target, move |r| {
+                if let Err(e) = r {
+                    tracing::error!("shutdown: removing bdev {name}: {e}");
+                }
+                remove_all_bdevs(done);
+            });
+        }
+    }
+}
+
+/// The bdev subsystem: saves every bdev's create call and removes them all on
+/// shutdown.
+pub struct BdevSubsystem;
+
+impl crate::subsystem::Subsystem for BdevSubsystem {
+    fn name(&self) -> &'static str {
+        "bdev"
+    }
+
+    fn write_config(&self) -> Vec<Value> {
+        bdev_config()
+    }
+
+    fn fini(&self, done: crate::subsystem::FiniDone) {
+        remove_all_bdevs(done);
+    }
+}

@@ -1,0 +1,3 @@
+//! The JSON-RPC methods of each subsystem.
+
+pub mod bdev;
