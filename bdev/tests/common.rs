@@ -87,3 +87,52 @@ pub fn bytes(d: &IoData) -> Vec<u8> {
 pub fn is_err(s: &IoStatus, e: IoError) -> bool {
     *s == Err(e)
 }
+
+/// What [`run_timed`] hands back: status, request and ticks taken, per I/O.
+type TimedDone = Box<dyn FnOnce(Vec<(IoStatus, IoRequest, u64)>)>;
+
+/// Remembers completions with the ticks each I/O took from submission.
+struct Timed {
+    start: RefCell<Vec<u64>>,
+    done: RefCell<Vec<(u64, IoStatus, IoRequest, u64)>>,
+    then: RefCell<Option<TimedDone>>,
+}
+
+impl IoCallback for Timed {
+    fn io_done(&self, tag: u64, status: IoStatus, req: IoRequest) {
+        let took = ferrite_reactor::ticks().wrapping_sub(self.start.borrow()[tag as usize]);
+        self.done.borrow_mut().push((tag, status, req, took));
+        if self.done.borrow().len() == self.start.borrow().len() {
+            let mut v = self.done.take();
+            v.sort_by_key(|(t, ..)| *t);
+            if let Some(f) = self.then.borrow_mut().take() {
+                f(v.into_iter().map(|(_, s, r, t)| (s, r, t)).collect());
+            }
+        }
+    }
+}
+
+/// Like [`run_all`], and also gives the ticks each I/O took, submission to completion.
+pub fn run_timed(
+    ch: &IoChannel,
+    reqs: Vec<IoRequest>,
+    then: impl FnOnce(Vec<(IoStatus, IoRequest, u64)>) + 'static,
+) {
+    let timed = Rc::new(Timed {
+        start: RefCell::new(vec![0; reqs.len()]),
+        done: RefCell::new(Vec::new()),
+        then: RefCell::new(Some(Box::new(then))),
+    });
+    let cb: Rc<dyn IoCallback> = timed.clone();
+    for (i, r) in reqs.into_iter().enumerate() {
+        timed.start.borrow_mut()[i] = ferrite_reactor::ticks();
+        if let Err((e, req)) = ch.submit(r, &cb, i as u64) {
+            cb.io_done(i as u64, Err(e), req);
+        }
+    }
+}
+
+/// Nanoseconds in `ticks`.
+pub fn ns(ticks: u64) -> u64 {
+    ferrite_reactor::ticks_to_ns(ticks)
+}

@@ -1,8 +1,12 @@
 //! The bdev modules. Each has typed create/delete entry points whose parameter
 //! structs are exactly the JSON-RPC parameters (SPDK's names).
 
+pub mod delay;
+pub mod error;
 pub mod malloc;
 pub mod null;
+pub mod split;
+mod vbdev;
 
 use crate::{Bdev, BdevError};
 use std::sync::Arc;
