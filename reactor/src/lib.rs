@@ -11,9 +11,9 @@ mod sys;
 pub mod ticks;
 
 pub use reactor::{
-    current_index, for_each_reactor, handle, local_stats, on_reactor, register_interrupt,
-    register_poller, register_timed_poller, send, unregister_interrupt, unregister_poller, Poll,
-    PollerId, PollerStats, ReactorStats,
+    current_index, for_each_reactor, handle, local_stats, modify_interrupt, on_reactor,
+    register_interrupt, register_interrupt_for, register_poller, register_timed_poller, send,
+    unregister_interrupt, unregister_poller, Interest, Poll, PollerId, PollerStats, ReactorStats,
 };
 pub use runtime::{
     available_cores, parse_core_mask, Handle, Message, Runtime, RuntimeConfig, SendError,

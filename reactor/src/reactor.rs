@@ -206,6 +206,35 @@ pub fn register_interrupt(fd: RawFd) -> std::io::Result<()> {
     with_local(|l| l.epoll.add(fd, fd as u64))
 }
 
+/// What wakes a sleeping reactor about an fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    Readable,
+    Writable,
+    Both,
+}
+
+impl Interest {
+    fn events(self) -> u32 {
+        match self {
+            Interest::Readable => libc::EPOLLIN as u32,
+            Interest::Writable => libc::EPOLLOUT as u32,
+            Interest::Both => (libc::EPOLLIN | libc::EPOLLOUT) as u32,
+        }
+    }
+}
+
+/// Makes `fd` wake this reactor when it becomes ready for `interest`.
+pub fn register_interrupt_for(fd: RawFd, interest: Interest) -> std::io::Result<()> {
+    with_local(|l| l.epoll.add_events(fd, fd as u64, interest.events()))
+}
+
+/// Changes what about `fd` wakes this reactor (e.g. add `Writable` while output
+/// is queued, drop it when drained, so an idle socket does not keep it awake).
+pub fn modify_interrupt(fd: RawFd, interest: Interest) -> std::io::Result<()> {
+    with_local(|l| l.epoll.modify(fd, fd as u64, interest.events()))
+}
+
 /// Undoes [`register_interrupt`].
 pub fn unregister_interrupt(fd: RawFd) -> std::io::Result<()> {
     with_local(|l| l.epoll.remove(fd))

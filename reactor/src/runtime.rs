@@ -237,10 +237,18 @@ impl Runtime {
                         }
                     }
                 })?;
-            rx.recv().unwrap_or_else(|_| {
-                Err(std::io::Error::other("reactor thread died during start"))
-            })?;
+            let started = rx
+                .recv()
+                .unwrap_or_else(|_| Err(std::io::Error::other("reactor thread died during start")));
             threads.push(t);
+            if let Err(e) = started {
+                // Leave nothing running behind a failed start.
+                handle.stop();
+                for t in threads {
+                    let _ = t.join();
+                }
+                return Err(e);
+            }
         }
         Ok(Runtime { handle, threads })
     }

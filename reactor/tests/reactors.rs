@@ -118,11 +118,14 @@ fn idle_reactor_sleeps_and_wakes_on_a_message() {
 #[test]
 fn full_queue_is_back_pressure_not_a_panic() {
     let (tx, rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
     let rt = Runtime::start(config(1, true), move || {
         // Block reactor 0 until the test has filled its queue.
+        started_tx.send(()).unwrap();
         rx.recv().unwrap();
     })
     .unwrap();
+    started_rx.recv().unwrap();
     let h = rt.handle();
     let mut full = 0;
     for _ in 0..200 {
