@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use ferrite_bdev::modules::{malloc, null};
+use ferrite_bdev::modules::{delay, error, malloc, null, split};
 use ferrite_bdev::{self as bdev, Bdev, BdevError, IoType};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -124,6 +124,46 @@ pub fn register_bdev_methods(m: &mut Methods) {
     m.register("bdev_null_delete", |p, resp| {
         if let Some((p, resp)) = params::<null::DeleteParams>(p, resp) {
             null::delete(&p.name, delete_answer(resp));
+        }
+    });
+    m.register("bdev_split_create", |p, resp| {
+        if let Some((p, resp)) = params::<split::CreateParams>(p, resp) {
+            answer(resp, split::create(p));
+        }
+    });
+    m.register("bdev_split_delete", |p, resp| {
+        if let Some((p, resp)) = params::<split::DeleteParams>(p, resp) {
+            split::delete(&p.base_bdev, delete_answer(resp));
+        }
+    });
+    m.register("bdev_delay_create", |p, resp| {
+        if let Some((p, resp)) = params::<delay::CreateParams>(p, resp) {
+            answer(resp, delay::create(p));
+        }
+    });
+    m.register("bdev_delay_delete", |p, resp| {
+        if let Some((p, resp)) = params::<delay::DeleteParams>(p, resp) {
+            delay::delete(&p.name, delete_answer(resp));
+        }
+    });
+    m.register("bdev_delay_update_latency", |p, resp| {
+        if let Some((p, resp)) = params::<delay::UpdateLatencyParams>(p, resp) {
+            answer(resp, delay::update_latency(p).map(|()| true));
+        }
+    });
+    m.register("bdev_error_create", |p, resp| {
+        if let Some((p, resp)) = params::<error::CreateParams>(p, resp) {
+            answer(resp, error::create(p));
+        }
+    });
+    m.register("bdev_error_delete", |p, resp| {
+        if let Some((p, resp)) = params::<error::DeleteParams>(p, resp) {
+            error::delete(&p.name, delete_answer(resp));
+        }
+    });
+    m.register("bdev_error_inject_error", |p, resp| {
+        if let Some((p, resp)) = params::<error::InjectErrorParams>(p, resp) {
+            answer(resp, error::inject_error(p).map(|()| true));
         }
     });
     m.register("bdev_get_bdevs", |p, resp| {
