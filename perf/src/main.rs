@@ -1,1 +1,188 @@
-fn main() {}
+//! ferrite-perf: bdev and reactor microbenchmarks.
+//!
+//! ```text
+//! ferrite-perf bdev -q DEPTH -o SIZE -w WORKLOAD [-M READ_PCT] -t SECONDS [-m MASK]
+//!                   -c CONFIG.json [-b BDEV]... [--output text|json] [--poll-only] [-s MEM_MB]
+//! ferrite-perf reactor [-t SECONDS] [-m MASK] [--gap-ms MS] [--output text|json]
+//! ```
+//!
+//! Exit status: 0 when every I/O succeeded, 1 when some failed or miscompared, 2
+//! on bad arguments or config.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use ferrite_perf::bdevperf::{self, EXIT_USAGE};
+use ferrite_perf::{size, wakeup, Workload};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferrite-perf",
+    version,
+    about = "bdev and reactor microbenchmarks for ferrite (in the manner of SPDK's bdevperf)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Drive bdevs with a closed-loop workload and report IOPS and latency.
+    Bdev(BdevArgs),
+    /// Measure how long a sleeping reactor takes to run a message, against a spinning one.
+    Reactor(ReactorArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+struct BdevArgs {
+    /// I/Os kept in flight per job.
+    #[arg(short = 'q', long = "queue-depth")]
+    depth: usize,
+    /// Bytes per I/O: 4096, 4k, 128K, 1M (a multiple of the block size).
+    #[arg(short = 'o', long = "io-size", value_parser = size::parse_size)]
+    io_size: usize,
+    /// randread, randwrite, read, write, randrw, rw, verify, unmap, write_zeroes or flush.
+    #[arg(short = 'w', long = "workload", value_parser = Workload::parse)]
+    workload: Workload,
+    /// Percentage of reads for randrw/rw.
+    #[arg(short = 'M', long = "rwmixread", default_value_t = 50)]
+    read_pct: u32,
+    /// Run time in seconds.
+    #[arg(short = 't', long = "time")]
+    seconds: f64,
+    /// Hex core mask: one reactor per core; each target bdev gets one job per reactor.
+    #[arg(short = 'm', long = "cpumask", default_value = "0x1")]
+    mask: String,
+    /// Config file (SPDK format) creating the bdevs.
+    #[arg(short = 'c', long = "json")]
+    config: PathBuf,
+    /// Run on this bdev (repeatable); default: every unclaimed bdev.
+    #[arg(short = 'b', long = "bdev")]
+    bdevs: Vec<String>,
+    /// Report format; with json, progress lines go to stderr.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Reactors never sleep.
+    #[arg(long)]
+    poll_only: bool,
+    /// Memory arena heap (malloc bdevs) in MiB; default: enough for the config.
+    #[arg(short = 's', long = "mem-size")]
+    mem_mb: Option<usize>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ReactorArgs {
+    /// Measuring time per mode (sleeping, then poll-only), in seconds.
+    #[arg(short = 't', long = "time", default_value_t = 2.0)]
+    seconds: f64,
+    /// Hex core mask; default 0x3 (reactor 0 wakes reactor 1) when two cores are
+    /// available, else 0x1 (the main thread wakes reactor 0).
+    #[arg(short = 'm', long = "cpumask")]
+    mask: Option<String>,
+    /// Milliseconds between messages (must exceed the 0.5 ms idle-before-sleep).
+    #[arg(long = "gap-ms", default_value_t = 2.0)]
+    gap_ms: f64,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+fn usage(msg: impl std::fmt::Display) -> ! {
+    eprintln!("ferrite-perf: {msg}");
+    std::process::exit(EXIT_USAGE);
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                std::process::exit(0);
+            }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                usage("missing subcommand: bdev or reactor (see ferrite-perf --help)");
+            }
+            // One line: clap's first paragraph, without its "error: " prefix.
+            let text = e.to_string();
+            let para: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let line = para.join(" ");
+            let line = line.strip_prefix("error: ").unwrap_or(&line);
+            usage(format!("{line} (see ferrite-perf --help)"));
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                // The arena's no-hugepages warning is in the banner instead.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("warn,ferrite_reactor::mem=error")
+                }),
+        )
+        .init();
+    let code = match cli.cmd {
+        Cmd::Bdev(a) => {
+            let cores = ferrite_reactor::parse_core_mask(&a.mask).unwrap_or_else(|e| usage(e));
+            bdevperf::main(bdevperf::Options {
+                workload: a.workload,
+                depth: a.depth,
+                io_size: a.io_size,
+                read_pct: a.read_pct,
+                seconds: a.seconds,
+                mask: a.mask,
+                cores,
+                config: a.config,
+                bdevs: a.bdevs,
+                json: a.output == Output::Json,
+                poll_only: a.poll_only,
+                mem_mb: a.mem_mb,
+            })
+        }
+        Cmd::Reactor(a) => {
+            let mask = a.mask.unwrap_or_else(|| {
+                let avail = ferrite_reactor::available_cores();
+                if avail.contains(&0) && avail.contains(&1) {
+                    "0x3".into()
+                } else {
+                    format!("{:#x}", 1u128 << avail[0])
+                }
+            });
+            let cores = ferrite_reactor::parse_core_mask(&mask).unwrap_or_else(|e| usage(e));
+            if !(a.seconds > 0.0 && a.seconds < 1e6) {
+                usage(format!(
+                    "run time (-t) {} is not a positive number of seconds",
+                    a.seconds
+                ));
+            }
+            if !(a.gap_ms >= 0.6 && a.gap_ms <= 10_000.0) {
+                usage(format!(
+                    "--gap-ms {} must be between 0.6 (longer than the idle-before-sleep) and 10000",
+                    a.gap_ms
+                ));
+            }
+            wakeup::main(wakeup::Options {
+                cores,
+                mask,
+                seconds: a.seconds,
+                gap: Duration::from_secs_f64(a.gap_ms / 1e3),
+                json: a.output == Output::Json,
+            })
+        }
+    };
+    std::process::exit(code);
+}
