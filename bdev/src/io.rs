@@ -268,6 +268,16 @@ impl IoData {
     }
 }
 
+impl IntoIterator for IoData {
+    type Item = Buffer;
+    type IntoIter = arrayvec::IntoIter<Buffer, MAX_SEGMENTS>;
+
+    /// The buffers, in order.
+    fn into_iter(self) -> Self::IntoIter {
+        self.segs.into_iter()
+    }
+}
+
 impl fmt::Debug for IoData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -3,4 +3,5 @@
 
 pub mod jsonrpc;
 pub mod rpc;
+pub mod scsi;
 pub mod subsystem;

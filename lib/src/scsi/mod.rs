@@ -1,0 +1,22 @@
+//! The SCSI target core: SPC-4/SBC-3 emulation over bdevs, shared by every
+//! transport (iSCSI, iSER, SRP).
+//!
+//! A transport keeps one [`ScsiPort`] per I_T nexus on the session's reactor and
+//! calls [`ScsiPort::execute`] with a [`Task`]; the task comes back through a
+//! [`TaskCallback`] with its status, sense and (for reads) data. Task data is a
+//! list of arena buffers, `MAX_BUF_SIZE` each but the last, lent to the bdev
+//! without copying.
+
+pub mod cdb;
+pub mod dev;
+mod exec;
+pub mod opcode;
+mod sbc;
+pub mod sense;
+mod spc;
+pub mod task;
+
+pub use cdb::{decode_lun, encode_lun};
+pub use dev::{Lun, Nexus, ScsiDev, ScsiPort};
+pub use sense::Sense;
+pub use task::{status, DataDir, Task, TaskAttr, TaskCallback, TaskData, MAX_CDB};
