@@ -8,6 +8,12 @@ pub mod mem;
 pub mod reactor;
 pub mod runtime;
 mod sys;
+
+/// A set of fds polled together without blocking: a transport registers its
+/// sockets in one per reactor, asks which are ready each poll (one syscall for
+/// all of them), and registers the set itself as an interrupt so a sleeping
+/// reactor wakes when any is.
+pub use sys::Epoll as PollSet;
 pub mod ticks;
 
 pub use reactor::{

@@ -215,7 +215,7 @@ pub enum Interest {
 }
 
 impl Interest {
-    fn events(self) -> u32 {
+    pub(crate) fn events(self) -> u32 {
         match self {
             Interest::Readable => libc::EPOLLIN as u32,
             Interest::Writable => libc::EPOLLOUT as u32,

@@ -47,13 +47,20 @@ impl EventFd {
     }
 }
 
+impl AsRawFd for Epoll {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
 impl AsRawFd for EventFd {
     fn as_raw_fd(&self) -> RawFd {
         self.0.as_raw_fd()
     }
 }
 
-/// An epoll set: the things that may wake a sleeping reactor.
+/// An epoll set: the things that may wake a sleeping reactor, and (as
+/// [`PollSet`](crate::PollSet)) a transport's set of sockets to poll in one call.
 pub struct Epoll(OwnedFd);
 
 impl Epoll {
@@ -83,6 +90,16 @@ impl Epoll {
         Ok(())
     }
 
+    /// Watches `fd` for `interest`, reporting `token` when it is ready.
+    pub fn watch(&self, fd: RawFd, token: u64, interest: crate::Interest) -> io::Result<()> {
+        self.add_events(fd, token, interest.events())
+    }
+
+    /// Changes what `fd` is watched for.
+    pub fn rewatch(&self, fd: RawFd, token: u64, interest: crate::Interest) -> io::Result<()> {
+        self.modify(fd, token, interest.events())
+    }
+
     /// Changes the events watched on `fd`.
     pub fn modify(&self, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
         let mut ev = libc::epoll_event { events, u64: token };
@@ -108,6 +125,21 @@ impl Epoll {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// Fills `tokens` with the tokens of ready fds without blocking; returns how
+    /// many. Errors (EINTR) read as nothing ready.
+    pub fn ready(&self, tokens: &mut [u64]) -> usize {
+        const MAX: usize = 64;
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; MAX];
+        let max = tokens.len().min(MAX);
+        // SAFETY: events is a valid, writable array of at least `max` entries.
+        let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), max as i32, 0) };
+        let n = n.max(0) as usize;
+        for (t, e) in tokens.iter_mut().zip(&events[..n]) {
+            *t = e.u64;
+        }
+        n
     }
 
     /// Blocks until something is readable or `timeout_ms` passes (-1: forever).
