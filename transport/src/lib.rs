@@ -1,1 +1,2 @@
 //! Wire protocols and data movers: iSCSI, TCP, RDMA, iSER, SRP
+pub mod tcp;
