@@ -53,6 +53,9 @@ pub struct Options {
     pub poll_only: bool,
     /// Arena heap in MiB; `None`: enough for the config's malloc bdevs.
     pub mem_mb: Option<usize>,
+    /// Write every target once, sequentially, before the measured run (so a
+    /// malloc bdev's reads hit real memory rather than never-touched pages).
+    pub prefill: bool,
 }
 
 /// How a run ended.
@@ -199,13 +202,11 @@ pub fn main(opts: Options) -> i32 {
         }
         Outcome::Ran(report) => {
             if opts.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report_json(&opts, &report))
-                        .expect("report is JSON")
-                );
+                let json = serde_json::to_string_pretty(&report_json(&opts, &report))
+                    .expect("report is JSON");
+                crate::out(&format!("{json}\n"));
             } else {
-                print!("{}", report_text(&opts, &report));
+                crate::out(&report_text(&opts, &report));
             }
             let code = report.exit_code();
             if code != EXIT_OK {
@@ -242,7 +243,10 @@ fn mem_config(opts: &Options, config: &Value) -> MemConfig {
     let fp = crate::replay::footprint(config);
     let bdevs = fp.bdev_calls.max(opts.bdevs.len()).max(1);
     let jobs = bdevs * opts.cores.len();
-    let per_slot = opts.workload.buffers_per_slot();
+    let mut per_slot = opts.workload.buffers_per_slot();
+    if opts.prefill {
+        per_slot = per_slot.max(1);
+    }
     let slots = jobs * opts.depth * per_slot;
     let (small, large) = if per_slot == 0 {
         (0, 0)
@@ -357,11 +361,26 @@ fn run_on_runtime(opts: &Options, h: &Handle, config: Value) -> Outcome {
                 read_pct: opts.read_pct,
                 range,
                 seed: mix64(0x6665_7272_6974_6521 ^ ((bi as u64) << 32 | r as u64)),
+                max_ios: None,
             };
             if let Err(e) = job::geometry(&cfg, b.block_size(), b.num_blocks()) {
                 return Outcome::Usage(e);
             }
             cfgs.push(cfg);
+        }
+    }
+
+    let mut progress: Box<dyn Write> = if opts.json {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    if opts.prefill {
+        match prefill(h, opts, &targets) {
+            Ok(msg) => {
+                let _ = writeln!(progress, "{msg}");
+            }
+            Err(e) => return Outcome::Usage(e),
         }
     }
 
@@ -405,11 +424,6 @@ fn run_on_runtime(opts: &Options, h: &Handle, config: Value) -> Outcome {
         return Outcome::Usage(e);
     }
 
-    let mut progress: Box<dyn Write> = if opts.json {
-        Box::new(std::io::stderr())
-    } else {
-        Box::new(std::io::stdout())
-    };
     let _ = writeln!(progress, "{}", banner(opts, &targets));
 
     // Start: every reactor notes its busy time and starts its jobs.
@@ -509,6 +523,66 @@ fn run_on_runtime(opts: &Options, h: &Handle, config: Value) -> Outcome {
             .sum();
     }
     Outcome::Ran(report(results, reactors))
+}
+
+/// Writes every target once, sequentially, from reactor 0.
+fn prefill(h: &Handle, opts: &Options, targets: &[Arc<bdev::Bdev>]) -> Result<String, String> {
+    let t0 = Instant::now();
+    let mut shared = Vec::new();
+    for b in targets {
+        let io_blocks = (opts.io_size as u64 / b.block_size() as u64).max(1);
+        let units = b.num_blocks() / io_blocks;
+        let cfg = JobConfig {
+            bdev: b.name().to_string(),
+            workload: Workload::Write,
+            depth: opts.depth.min(256),
+            io_size: opts.io_size,
+            read_pct: 0,
+            range: None,
+            seed: 0,
+            max_ios: Some(units),
+        };
+        if !b.supports(bdev::IoType::Write) {
+            return Err(format!(
+                "--prefill: bdev {} does not support write",
+                b.name()
+            ));
+        }
+        shared.push(crate::run_on(h, 0, CONTROL_TIMEOUT, move || {
+            Job::create(cfg).map(|job| {
+                job.start();
+                let s = job.shared();
+                JOBS.with(|j| j.borrow_mut().push(job));
+                s
+            })
+        })??);
+    }
+    while !shared.iter().all(|s| s.drained.load(Relaxed)) {
+        if t0.elapsed() > Duration::from_secs(600) {
+            close_all(h);
+            return Err("--prefill did not finish within 10 minutes".into());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let results = close_all(h);
+    let fails: u64 = results.iter().map(|r| r.fails).sum();
+    if fails > 0 {
+        tracing::warn!("--prefill: {fails} writes failed");
+    }
+    let bytes: u64 = targets
+        .iter()
+        .map(|b| {
+            let io_blocks = (opts.io_size as u64 / b.block_size() as u64).max(1);
+            b.num_blocks() / io_blocks * io_blocks * b.block_size() as u64
+        })
+        .sum();
+    Ok(format!(
+        "Prefilled {} MiB of {} bdev{} in {:.2} s",
+        bytes >> 20,
+        targets.len(),
+        if targets.len() == 1 { "" } else { "s" },
+        t0.elapsed().as_secs_f64()
+    ))
 }
 
 /// Closes every job on every reactor and returns their results.

@@ -50,6 +50,8 @@ pub struct JobConfig {
     pub range: Option<(u64, u64)>,
     /// Seeds offsets and verify patterns.
     pub seed: u64,
+    /// Stop by itself after this many I/Os (verify: writes) were submitted.
+    pub max_ios: Option<u64>,
 }
 
 /// Counters other threads read while the job runs (single writer, relaxed).
@@ -142,6 +144,8 @@ struct Inner {
     fails: u64,
     miscompares: u64,
     ios_at_stop: u64,
+    /// New I/Os the job may still submit (`max_ios`; practically unbounded without).
+    left: u64,
     outstanding: usize,
     /// Slots waiting for the retry poller; never longer than `depth`.
     retry: Vec<usize>,
@@ -312,6 +316,7 @@ impl Job {
             fails: 0,
             miscompares: 0,
             ios_at_stop: 0,
+            left: cfg.max_ios.unwrap_or(u64::MAX),
             outstanding: 0,
             retry: Vec::with_capacity(cfg.depth),
             retry_spare: Vec::with_capacity(cfg.depth),
@@ -375,6 +380,10 @@ impl Job {
             let req = {
                 let mut g = self.inner.borrow_mut();
                 if g.state != State::Running {
+                    return;
+                }
+                if g.left == 0 {
+                    g.finish_early(&self.shared);
                     return;
                 }
                 g.prepare(&self.p, slot)
@@ -539,6 +548,10 @@ impl Job {
                         g.slots[slot].start = ticks();
                         req
                     }
+                    None if g.left == 0 => {
+                        g.finish_early(&self.shared);
+                        continue;
+                    }
                     None => g.prepare(&self.p, slot),
                 }
             };
@@ -577,6 +590,7 @@ impl Inner {
     #[inline]
     fn pick(&mut self, p: &Params) -> (Op, u64) {
         let cfg = &p.cfg;
+        self.left = self.left.saturating_sub(1);
         let op = match cfg.workload {
             Workload::Read | Workload::RandRead => Op::Read,
             Workload::Write | Workload::RandWrite => Op::Write,
@@ -689,6 +703,16 @@ impl Inner {
         }
     }
 
+    /// No new I/O: stop (if `max_ios` ran out) and see whether the job drained.
+    #[cold]
+    fn finish_early(&mut self, shared: &JobShared) {
+        if self.state == State::Running {
+            self.state = State::Stopping;
+            self.ios_at_stop = self.ios;
+        }
+        self.maybe_drained(shared);
+    }
+
     fn maybe_drained(&mut self, shared: &JobShared) {
         if self.state == State::Stopping && self.outstanding == 0 {
             self.state = State::Drained;
@@ -738,8 +762,8 @@ impl IoCallback for Job {
                         req
                     } else {
                         g.release_unit(unit);
-                        if !running {
-                            g.maybe_drained(&self.shared);
+                        if !running || g.left == 0 {
+                            g.finish_early(&self.shared);
                             return;
                         }
                         g.prepare(&self.p, slot)
@@ -752,16 +776,16 @@ impl IoCallback for Job {
                     }
                     g.slots[slot].check = Some(data);
                     g.release_unit(unit);
-                    if !running {
-                        g.maybe_drained(&self.shared);
+                    if !running || g.left == 0 {
+                        g.finish_early(&self.shared);
                         return;
                     }
                     g.prepare(&self.p, slot)
                 }
                 _ => {
-                    if !running {
+                    if !running || g.left == 0 {
                         g.slots[slot].buf = Some(std::mem::take(&mut req.data));
-                        g.maybe_drained(&self.shared);
+                        g.finish_early(&self.shared);
                         return;
                     }
                     g.retarget(&self.p, slot, &mut req);

@@ -26,6 +26,13 @@ use std::time::Duration;
 
 use ferrite_reactor::{Handle, Message, SendError};
 
+/// Writes `text` to stdout, ignoring a closed pipe (`ferrite-perf ... | head`).
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes()).and_then(|()| o.flush());
+}
+
 /// Runs `f` on reactor `target` and waits (up to `timeout`) for what it returns.
 /// Call from a thread that is not a reactor.
 pub fn run_on<T: Send + 'static>(

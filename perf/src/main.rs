@@ -76,6 +76,9 @@ struct BdevArgs {
     /// Memory arena heap (malloc bdevs) in MiB; default: enough for the config.
     #[arg(short = 's', long = "mem-size")]
     mem_mb: Option<usize>,
+    /// Write each target once, sequentially, before the measured run.
+    #[arg(long)]
+    prefill: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -151,6 +154,7 @@ fn main() {
                 json: a.output == Output::Json,
                 poll_only: a.poll_only,
                 mem_mb: a.mem_mb,
+                prefill: a.prefill,
             })
         }
         Cmd::Reactor(a) => {

@@ -215,24 +215,27 @@ pub fn main(opts: Options) -> i32 {
     } else {
         format!("main thread -> reactor 0 (core {})", opts.cores[0])
     };
+    use std::fmt::Write as _;
+    let mut text = String::new();
     if opts.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report_json(&opts, &route, &results)).expect("JSON")
-        );
+        let json = serde_json::to_string_pretty(&report_json(&opts, &route, &results));
+        let _ = writeln!(text, "{}", json.expect("JSON"));
     } else {
-        println!(
+        let _ = writeln!(
+            text,
             "Reactor wake-up latency, {route}, one message every {:.1} ms, {} s per mode (core mask {})",
             opts.gap.as_secs_f64() * 1e3,
             opts.seconds,
             opts.mask
         );
-        println!(
+        let _ = writeln!(
+            text,
             "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
             "mode", "messages", "slept", "avg_us", "p50_us", "p99_us", "max_us"
         );
         for r in &results {
-            println!(
+            let _ = writeln!(
+                text,
                 "{:<10} {:>9} {:>9} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
                 r.name(),
                 r.messages,
@@ -246,12 +249,14 @@ pub fn main(opts: Options) -> i32 {
         if let Some(s) = results.iter().find(|r| !r.poll_only) {
             let missed = s.messages.saturating_sub(1).saturating_sub(s.slept);
             if missed > 0 {
-                println!(
+                let _ = writeln!(
+                    text,
                     "({missed} messages of the sleeping run found the reactor awake and are left out; try a longer --gap-ms)"
                 );
             }
         }
     }
+    crate::out(&text);
     let bad = results.iter().any(|r| r.latency_ns.is_empty());
     if bad {
         eprintln!("ferrite-perf: no wake-up was measured");

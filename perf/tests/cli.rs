@@ -497,3 +497,35 @@ fn without_injections_an_error_bdev_passes() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("claimed by error"), "{}", run.stderr);
 }
+
+#[test]
+fn prefill_writes_the_whole_bdev_first() {
+    let cfg = config("prefill", &[malloc("Malloc0", 8192, 512)]);
+    let (run, r) = bdev_json(
+        &cfg,
+        &[
+            "-q",
+            "16",
+            "-o",
+            "4k",
+            "-w",
+            "randread",
+            "-t",
+            "0.3",
+            "--prefill",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Prefilled 4 MiB of 1 bdev"),
+        "{}",
+        run.stderr
+    );
+    let j = &r["jobs"][0];
+    assert_eq!(
+        u(&j["writes"]),
+        0,
+        "the prefill is not part of the results: {j}"
+    );
+    assert!(u(&j["reads"]) > 0);
+}

@@ -45,6 +45,7 @@ fn a_scribbler_makes_verify_miscompare() {
                 read_pct: 0,
                 range: None,
                 seed,
+                max_ios: None,
             })
             .expect("job");
             shared.push(job.shared());

@@ -105,6 +105,7 @@ fn steady_state_io_allocates_nothing() {
             read_pct: 50,
             range: None,
             seed: 1,
+            max_ios: None,
         })
         .expect("job");
         job.start();

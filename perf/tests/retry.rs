@@ -53,6 +53,7 @@ fn refused_submissions_are_retried_not_failed() {
                 read_pct: 0,
                 range: None,
                 seed,
+                max_ios: None,
             })
             .expect("job");
             shared.push(job.shared());
