@@ -121,6 +121,7 @@ pub fn init(config: &MemConfig) -> io::Result<&'static Arena> {
 }
 
 /// The arena, made with default sizes if [`init`] was not called.
+#[inline]
 pub fn arena() -> &'static Arena {
     if let Some(a) = ARENA.get() {
         return a;
@@ -248,6 +249,7 @@ impl Arena {
         }
     }
 
+    #[inline]
     fn buffer_ptr(&self, class: BufClass, index: u32) -> NonNull<u8> {
         let pool = &self.pools[class as usize];
         // SAFETY: index < pool.count, so the buffer lies inside the I/O region.
@@ -355,17 +357,16 @@ impl Drop for Region {
 
 /// One I/O buffer from the arena. Dereferences to its first `len` bytes; goes
 /// back to the calling thread's cache on drop.
+///
+/// Eight bytes: the class and index locate it in the arena, so lists of buffers
+/// (an I/O's data travels by value through the bdev layer) stay small to move.
 pub struct Buffer {
-    ptr: NonNull<u8>,
     len: u32,
-    index: u32,
-    class: BufClass,
+    /// The class in the top bit, the index in its pool below.
+    slot: u32,
 }
 
-// SAFETY: a Buffer owns its bytes exclusively, like a Box<[u8]>.
-unsafe impl Send for Buffer {}
-// SAFETY: &Buffer gives only shared access to the bytes.
-unsafe impl Sync for Buffer {}
+const LARGE_BIT: u32 = 1 << 31;
 
 impl Buffer {
     /// A buffer of at least `len` bytes (at most [`MAX_BUF_SIZE`]), or `None` when
@@ -376,20 +377,30 @@ impl Buffer {
         let index = CACHE
             .try_with(|c| c.borrow_mut().get(class))
             .unwrap_or_else(|_| arena().pools[class as usize].free.pop())?;
+        let slot = match class {
+            BufClass::Small => index,
+            BufClass::Large => index | LARGE_BIT,
+        };
         Some(Buffer {
-            ptr: arena().buffer_ptr(class, index),
             len: len as u32,
-            index,
-            class,
+            slot,
         })
     }
 
     pub fn class(&self) -> BufClass {
-        self.class
+        if self.slot & LARGE_BIT != 0 {
+            BufClass::Large
+        } else {
+            BufClass::Small
+        }
+    }
+
+    fn index(&self) -> u32 {
+        self.slot & !LARGE_BIT
     }
 
     pub fn capacity(&self) -> usize {
-        self.class.size()
+        self.class().size()
     }
 
     /// Sets the logical length (at most the capacity).
@@ -398,17 +409,22 @@ impl Buffer {
         self.len = len as u32;
     }
 
+    #[inline]
+    fn ptr(&self) -> *mut u8 {
+        arena().buffer_ptr(self.class(), self.index()).as_ptr()
+    }
+
     pub fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
+        self.ptr()
     }
 
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.ptr()
     }
 
     /// Offset from the start of the I/O region (for RDMA keys and fixed-buffer indices).
     pub fn arena_offset(&self) -> usize {
-        self.ptr.as_ptr() as usize - arena().base.as_ptr() as usize
+        self.ptr() as usize - arena().base.as_ptr() as usize
     }
 }
 
@@ -416,8 +432,9 @@ impl Deref for Buffer {
     type Target = [u8];
     #[inline]
     fn deref(&self) -> &[u8] {
-        // SAFETY: ptr..ptr+len lies within this buffer, which we own.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len as usize) }
+        // SAFETY: the buffer's bytes lie within the arena's I/O region, and this
+        // Buffer owns them exclusively; len never exceeds the capacity.
+        unsafe { std::slice::from_raw_parts(self.ptr(), self.len as usize) }
     }
 }
 
@@ -425,14 +442,14 @@ impl DerefMut for Buffer {
     #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         // SAFETY: as above, and &mut self makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len as usize) }
+        unsafe { std::slice::from_raw_parts_mut(self.ptr(), self.len as usize) }
     }
 }
 
 impl Drop for Buffer {
     #[inline]
     fn drop(&mut self) {
-        let (class, index) = (self.class, self.index);
+        let (class, index) = (self.class(), self.index());
         if CACHE
             .try_with(|c| c.borrow_mut().put(class, index))
             .is_err()
@@ -445,8 +462,8 @@ impl Drop for Buffer {
 impl std::fmt::Debug for Buffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Buffer")
-            .field("class", &self.class)
-            .field("index", &self.index)
+            .field("class", &self.class())
+            .field("index", &self.index())
             .field("len", &self.len)
             .finish()
     }
@@ -508,6 +525,11 @@ impl Drop for ThreadCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_buffer_is_eight_bytes() {
+        assert_eq!(std::mem::size_of::<Buffer>(), 8);
+    }
 
     #[test]
     fn buffers_come_back() {
