@@ -295,6 +295,283 @@ def add_bdev_commands(sub):
     p.add_argument("-b", "--name", help="only this bdev")
 
 
+# iscsi: argument shapes as SPDK's rpc.py (space-separated lists in one quoted
+# argument, TAG:TAG maps, bdev:LUN pairs); flags are sent only when given.
+
+def words(text):
+    """argparse type: a quoted, whitespace-separated list ('ANY 127.0.0.1/32')."""
+    return text.split()
+
+
+def _pairs(text, what, left, right, convert_left):
+    out = []
+    for item in text.split():
+        a, sep, b = item.rpartition(":")
+        if not sep or not a or not b:
+            raise argparse.ArgumentTypeError("%r is not %s" % (item, what))
+        try:
+            out.append({left: convert_left(a), right: int(b)})
+        except ValueError:
+            raise argparse.ArgumentTypeError("%r is not %s" % (item, what))
+    return out
+
+
+def pg_ig_maps(text):
+    """argparse type: '1:1 2:1' -> [{"pg_tag": 1, "ig_tag": 1}, ...]."""
+    return _pairs(text, "PG_TAG:IG_TAG", "pg_tag", "ig_tag", int)
+
+
+def luns(text):
+    """argparse type: 'Malloc0:0 Malloc1:1' -> [{"bdev_name": "Malloc0", "lun_id": 0}, ...]."""
+    return _pairs(text, "BDEV:LUN_ID", "bdev_name", "lun_id", str)
+
+
+def portals(text):
+    """argparse type: 'HOST:PORT[@iser] ...' (IPv6 in brackets: '[::1]:3260')."""
+    out = []
+    for item in text.split():
+        address, _, suffix = item.partition("@")
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port or suffix not in ("", "iser"):
+            raise argparse.ArgumentTypeError(
+                "%r is not HOST:PORT or HOST:PORT@iser (IPv6 as [::1]:3260)" % item)
+        portal = {"host": host, "port": port}
+        if suffix:
+            portal["iser"] = True
+        out.append(portal)
+    return out
+
+
+SECRET_KEYS = ("user", "secret", "muser", "msecret")
+
+
+def chap_secrets(text):
+    """argparse type: 'user:u1 secret:s1 muser:mu1 msecret:ms1,user:u2 secret:s2'."""
+    out = []
+    for entry in text.split(","):
+        if not entry.strip():
+            continue
+        secret = {}
+        for item in entry.split():
+            key, sep, value = item.partition(":")
+            if not sep or key not in SECRET_KEYS or not value:
+                raise argparse.ArgumentTypeError(
+                    "%r is not KEY:VALUE with KEY one of %s" % (item, ", ".join(SECRET_KEYS)))
+            secret[key] = value
+        out.append(secret)
+    return out
+
+
+def add_chap_flags(p, what):
+    """-d|-r, -m and -g, as SPDK's rpc.py has them."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-d", "--disable-chap", action="store_true", default=None,
+                   help="disable CHAP for %s" % what)
+    g.add_argument("-r", "--require-chap", action="store_true", default=None,
+                   help="require CHAP for %s" % what)
+    p.add_argument("-m", "--mutual-chap", action="store_true", default=None,
+                   help="require mutual (bidirectional) CHAP for %s" % what)
+    p.add_argument("-g", "--chap-group", type=int,
+                   help="auth group of the CHAP secrets for %s" % what)
+
+
+def chap_params(a):
+    return compact(disable_chap=a.disable_chap, require_chap=a.require_chap,
+                   mutual_chap=a.mutual_chap, chap_group=a.chap_group)
+
+
+ISCSI_OPTIONS = [
+    # (short, long, type or None for a flag, help)
+    ("-f", "--auth-file", str, "CHAP secrets file (SPDK's; refused: use iscsi_create_auth_group)"),
+    ("-b", "--node-base", str, "prefix of target names given without one"),
+    ("-o", "--nop-timeout", int, "seconds without a NOP-In answer before dropping a connection"),
+    ("-n", "--nop-in-interval", int, "seconds between NOP-Ins to an idle initiator"),
+    ("-a", "--max-sessions", int, "sessions accepted at once"),
+    ("-q", "--max-queue-depth", int, "largest target node queue depth"),
+    ("-c", "--max-connections-per-session", int, "offered MaxConnections"),
+    ("-w", "--default-time2wait", int, "offered DefaultTime2Wait, seconds"),
+    ("-v", "--default-time2retain", int, "offered DefaultTime2Retain, seconds"),
+    ("-s", "--first-burst-length", int, "offered FirstBurstLength, bytes"),
+    ("-l", "--error-recovery-level", int, "offered ErrorRecoveryLevel (only 0)"),
+    ("-p", "--allow-duplicated-isid", None, "allow a second session with an ISID in use"),
+    ("-x", "--max-large-datain-per-connection", int, "large reads outstanding per connection"),
+    ("-k", "--max-r2t-per-connection", int, "R2Ts outstanding per connection"),
+    ("-u", "--pdu-pool-size", int, "PDUs in the pool"),
+    ("-j", "--immediate-data-pool-size", int, "immediate-data buffers in the pool"),
+    ("-z", "--data-out-pool-size", int, "Data-Out buffers in the pool"),
+]
+
+
+def add_iscsi_commands(sub):
+    # options and discovery auth
+    def set_options_params(a):
+        params = {}
+        for _, long_name, _, _ in ISCSI_OPTIONS:
+            key = long_name[2:].replace("-", "_")
+            if getattr(a, key) is not None:
+                params[key] = getattr(a, key)
+        if a.immediate_data is not None:
+            params["immediate_data"] = a.immediate_data
+        params.update(chap_params(a))
+        return params
+
+    p = command(sub, "iscsi_set_options",
+                "Set the global iSCSI options (before any portal group or target node)",
+                build=set_options_params)
+    for short, long_name, kind, help_text in ISCSI_OPTIONS:
+        if kind is None:
+            p.add_argument(short, long_name, action="store_true", default=None, help=help_text)
+        else:
+            p.add_argument(short, long_name, type=kind, help=help_text)
+    p.add_argument("-i", "--immediate-data", dest="immediate_data", action="store_const",
+                   const=True, default=None, help="offer ImmediateData=Yes (the default)")
+    p.add_argument("--no-immediate-data", dest="immediate_data", action="store_const",
+                   const=False, help="offer ImmediateData=No")
+    add_chap_flags(p, "discovery sessions")
+
+    command(sub, "iscsi_get_options", "Show the global iSCSI options")
+
+    p = command(sub, "iscsi_set_discovery_auth", "Set CHAP for discovery sessions",
+                build=chap_params)
+    add_chap_flags(p, "discovery sessions")
+
+    command(sub, "iscsi_get_discovery_auth", "Show the CHAP settings of discovery sessions")
+
+    # auth groups
+    p = command(sub, "iscsi_create_auth_group", "Create a group of CHAP secrets",
+                build=lambda a: compact(tag=a.tag, secrets=a.secrets or None))
+    p.add_argument("tag", type=int, help="auth group tag (integer > 0)")
+    p.add_argument("-c", "--secrets", type=chap_secrets,
+                   help="comma-separated secrets, each 'user:U secret:S [muser:MU msecret:MS]'")
+
+    p = command(sub, "iscsi_delete_auth_group", "Delete an auth group",
+                build=lambda a: {"tag": a.tag})
+    p.add_argument("tag", type=int, help="auth group tag")
+
+    p = command(sub, "iscsi_auth_group_add_secret", "Add a CHAP secret to an auth group",
+                build=lambda a: compact(tag=a.tag, user=a.user, secret=a.secret,
+                                        muser=a.muser, msecret=a.msecret))
+    p.add_argument("tag", type=int, help="auth group tag")
+    p.add_argument("-u", "--user", required=True, help="CHAP name of the initiator")
+    p.add_argument("-s", "--secret", required=True, help="CHAP secret of the initiator")
+    p.add_argument("-m", "--muser", help="CHAP name of the target, for mutual CHAP")
+    p.add_argument("-r", "--msecret", help="CHAP secret of the target, for mutual CHAP")
+
+    p = command(sub, "iscsi_auth_group_remove_secret", "Remove a CHAP secret from an auth group",
+                build=lambda a: {"tag": a.tag, "user": a.user})
+    p.add_argument("tag", type=int, help="auth group tag")
+    p.add_argument("-u", "--user", required=True, help="CHAP name of the secret to remove")
+
+    command(sub, "iscsi_get_auth_groups", "List the auth groups and their secrets")
+
+    # portal groups
+    def portal_group_params(a):
+        ps = a.portals
+        if a.iser:
+            ps = [dict(q, iser=True) for q in ps]
+        return compact(tag=a.tag, portals=ps, private=a.private, wait=a.wait)
+
+    p = command(sub, "iscsi_create_portal_group", "Create a portal group and listen on its portals",
+                build=portal_group_params)
+    p.add_argument("tag", type=int, help="portal group tag (1..65535)")
+    p.add_argument("portals", type=portals,
+                   help="'HOST:PORT ...', e.g. '127.0.0.1:3260 [::1]:3260'; "
+                        "HOST:PORT@iser for an iSER portal")
+    p.add_argument("-p", "--private", action="store_true", default=None,
+                   help="never report these portals in discovery (SendTargets)")
+    p.add_argument("-w", "--wait", action="store_true", default=None,
+                   help="do not accept connections until iscsi_start_portal_group")
+    p.add_argument("--iser", action="store_true",
+                   help="every portal of the group is an iSER (RDMA) portal")
+
+    p = command(sub, "iscsi_start_portal_group", "Start accepting on a portal group made with -w",
+                build=lambda a: {"tag": a.tag})
+    p.add_argument("tag", type=int, help="portal group tag")
+
+    p = command(sub, "iscsi_delete_portal_group", "Delete a portal group no target node uses",
+                build=lambda a: {"tag": a.tag})
+    p.add_argument("tag", type=int, help="portal group tag")
+
+    command(sub, "iscsi_get_portal_groups", "List the portal groups")
+
+    # initiator groups
+    p = command(sub, "iscsi_create_initiator_group", "Create an initiator group",
+                build=lambda a: {"tag": a.tag, "initiators": a.initiators,
+                                 "netmasks": a.netmasks})
+    p.add_argument("tag", type=int, help="initiator group tag (integer > 0)")
+    p.add_argument("initiators", type=words,
+                   help="'ANY' or initiator names, '!NAME' to deny one, e.g. "
+                        "'!iqn.2016-06.io.spdk:bad ANY'")
+    p.add_argument("netmasks", type=words,
+                   help="'ANY' or networks, '!NET' to deny one, e.g. '127.0.0.1/32 [fd00::]/8'")
+
+    for name, verb in (("iscsi_initiator_group_add_initiators", "Add initiators or netmasks to"),
+                       ("iscsi_initiator_group_remove_initiators",
+                        "Remove initiators or netmasks from")):
+        p = command(sub, name, "%s an initiator group" % verb,
+                    build=lambda a: compact(tag=a.tag, initiators=a.initiators,
+                                            netmasks=a.netmasks))
+        p.add_argument("tag", type=int, help="initiator group tag")
+        p.add_argument("-n", dest="initiators", type=words, help="'NAME ...' (quoted)")
+        p.add_argument("-m", dest="netmasks", type=words, help="'NETMASK ...' (quoted)")
+
+    p = command(sub, "iscsi_delete_initiator_group", "Delete an initiator group no target node uses",
+                build=lambda a: {"tag": a.tag})
+    p.add_argument("tag", type=int, help="initiator group tag")
+
+    command(sub, "iscsi_get_initiator_groups", "List the initiator groups")
+
+    # target nodes
+    def target_node_params(a):
+        params = {"name": a.name, "alias_name": a.alias_name, "pg_ig_maps": a.pg_ig_maps,
+                  "luns": a.luns, "queue_depth": a.queue_depth}
+        params.update(chap_params(a))
+        params.update(compact(header_digest=a.header_digest, data_digest=a.data_digest))
+        return params
+
+    p = command(sub, "iscsi_create_target_node", "Create a target node",
+                build=target_node_params)
+    p.add_argument("name", help="target name: a full iSCSI name, or one the node base "
+                                "is put in front of (disk0 -> NODE_BASE:disk0)")
+    p.add_argument("alias_name", help="target alias ('' for none)")
+    p.add_argument("luns", type=luns, help="'BDEV:LUN_ID ...', e.g. 'Malloc0:0 Malloc1:1' "
+                                           "(LUN 0 is required)")
+    p.add_argument("pg_ig_maps", type=pg_ig_maps,
+                   help="'PG_TAG:IG_TAG ...', e.g. '1:1 2:1'")
+    p.add_argument("queue_depth", type=int, help="commands outstanding per session")
+    add_chap_flags(p, "this target node")
+    p.add_argument("-H", "--header-digest", action="store_true", default=None,
+                   help="require HeaderDigest=CRC32C")
+    p.add_argument("-D", "--data-digest", action="store_true", default=None,
+                   help="require DataDigest=CRC32C")
+
+    p = command(sub, "iscsi_delete_target_node", "Delete a target node (its sessions drop)",
+                build=lambda a: {"name": a.name})
+    p.add_argument("name", help="target name")
+
+    p = command(sub, "iscsi_target_node_add_lun", "Add a LUN to a target node",
+                build=lambda a: compact(name=a.name, bdev_name=a.bdev_name, lun_id=a.lun_id))
+    p.add_argument("name", help="target name")
+    p.add_argument("bdev_name", help="bdev to export")
+    p.add_argument("-i", dest="lun_id", type=int,
+                   help="LUN id (default: the lowest free one)")
+
+    for name, verb in (("iscsi_target_node_add_pg_ig_maps", "Add"),
+                       ("iscsi_target_node_remove_pg_ig_maps", "Remove")):
+        p = command(sub, name, "%s portal group to initiator group maps of a target node" % verb,
+                    build=lambda a: {"name": a.name, "pg_ig_maps": a.pg_ig_maps})
+        p.add_argument("name", help="target name")
+        p.add_argument("pg_ig_maps", type=pg_ig_maps, help="'PG_TAG:IG_TAG ...', e.g. '1:1 2:1'")
+
+    p = command(sub, "iscsi_target_node_set_auth", "Set CHAP for logins to a target node",
+                build=lambda a: dict(name=a.name, **chap_params(a)))
+    p.add_argument("name", help="target name")
+    add_chap_flags(p, "this target node")
+
+    command(sub, "iscsi_get_target_nodes", "List the target nodes")
+    command(sub, "iscsi_get_connections", "List the iSCSI connections")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog=PROG, description="JSON-RPC client of ferrite-tgt")
@@ -311,6 +588,7 @@ def build_parser():
     add_rpc_commands(sub)
     add_framework_commands(sub)
     add_bdev_commands(sub)
+    add_iscsi_commands(sub)
     return parser
 
 

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use ferrite_lib::jsonrpc::{register_framework_methods, Framework, Methods, RpcServer};
 use ferrite_lib::rpc::bdev::{register_bdev_methods, BdevSubsystem};
 use ferrite_lib::subsystem::Subsystems;
+use ferrite_lib::target::{register_iscsi_methods, IscsiSubsystem};
 use ferrite_reactor::mem::MemConfig;
 use ferrite_reactor::{Poll, Runtime, RuntimeConfig};
 use serde_json::Value;
@@ -102,6 +103,7 @@ fn registries() -> (Arc<Methods>, Arc<Subsystems>) {
     let mut subsystems = Subsystems::new();
     // Start order; shutdown stops them in reverse.
     subsystems.register(Arc::new(BdevSubsystem));
+    subsystems.register(Arc::new(IscsiSubsystem::new()));
     let subsystems = Arc::new(subsystems);
 
     let mut methods = Methods::new();
@@ -113,6 +115,7 @@ fn registries() -> (Arc<Methods>, Arc<Subsystems>) {
         },
     );
     register_bdev_methods(&mut methods);
+    register_iscsi_methods(&mut methods);
     (Arc::new(methods), subsystems)
 }
 

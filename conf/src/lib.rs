@@ -20,7 +20,11 @@ use ferrite_lib::jsonrpc::Methods;
 use serde_json::Value;
 
 /// What a target runs with when given neither `--json` nor `--no-default`: one
-/// 1 GiB malloc bdev, `Malloc0`, of 512-byte blocks.
+/// 1 GiB malloc bdev, `Malloc0`, of 512-byte blocks, exported over iSCSI as LUN 0
+/// of `iqn.2026-11.io.ferrite:disk0` (alias "ferrite disk0", queue depth 128, no
+/// CHAP) on portal 127.0.0.1:3260, to any initiator from 127.0.0.1 only. Safe by
+/// default: nothing off the host can reach it. Without the iSCSI transport the
+/// portal is accepted but nothing listens.
 pub const DEFAULT_CONFIG: &str = r#"{
   "subsystems": [
     {
@@ -29,6 +33,34 @@ pub const DEFAULT_CONFIG: &str = r#"{
         {
           "method": "bdev_malloc_create",
           "params": {"name": "Malloc0", "num_blocks": 2097152, "block_size": 512}
+        }
+      ]
+    },
+    {
+      "subsystem": "iscsi",
+      "config": [
+        {
+          "method": "iscsi_set_options",
+          "params": {"max_queue_depth": 128}
+        },
+        {
+          "method": "iscsi_create_portal_group",
+          "params": {"tag": 1, "portals": [{"host": "127.0.0.1", "port": "3260"}]}
+        },
+        {
+          "method": "iscsi_create_initiator_group",
+          "params": {"tag": 1, "initiators": ["ANY"], "netmasks": ["127.0.0.1/32"]}
+        },
+        {
+          "method": "iscsi_create_target_node",
+          "params": {
+            "name": "iqn.2026-11.io.ferrite:disk0",
+            "alias_name": "ferrite disk0",
+            "pg_ig_maps": [{"pg_tag": 1, "ig_tag": 1}],
+            "luns": [{"bdev_name": "Malloc0", "lun_id": 0}],
+            "queue_depth": 128,
+            "disable_chap": true
+          }
         }
       ]
     }
@@ -156,9 +188,27 @@ mod tests {
     #[test]
     fn default_config_parses() {
         let calls = calls(default_config()).unwrap();
-        assert_eq!(calls.len(), 1);
-        assert_eq!(calls[0].method, "bdev_malloc_create");
+        let methods: Vec<(&str, &str)> = calls
+            .iter()
+            .map(|c| (c.subsystem.as_str(), c.method.as_str()))
+            .collect();
+        assert_eq!(
+            methods,
+            [
+                ("bdev", "bdev_malloc_create"),
+                ("iscsi", "iscsi_set_options"),
+                ("iscsi", "iscsi_create_portal_group"),
+                ("iscsi", "iscsi_create_initiator_group"),
+                ("iscsi", "iscsi_create_target_node"),
+            ]
+        );
         assert_eq!(calls[0].params.as_ref().unwrap()["num_blocks"], 2097152);
+        let node = calls[4].params.as_ref().unwrap();
+        assert_eq!(node["name"], "iqn.2026-11.io.ferrite:disk0");
+        assert_eq!(node["luns"][0]["bdev_name"], "Malloc0");
+        assert_eq!(node["queue_depth"], 128);
+        let ig = calls[3].params.as_ref().unwrap();
+        assert_eq!(ig["netmasks"], serde_json::json!(["127.0.0.1/32"]));
     }
 
     #[test]

@@ -37,6 +37,33 @@ fn params<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Hands `resp` back unless an iSCSI target node exports one of `names` as a
+/// LUN: deleting it is then refused (EBUSY, naming the target node).
+fn not_exported<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    resp: Responder,
+) -> Option<Responder> {
+    match names.into_iter().find_map(crate::target::bdev_in_use) {
+        Some(why) => {
+            resp.err(RpcError::from_errno(
+                libc::EBUSY,
+                format!("{why}: delete the target node first"),
+            ));
+            None
+        }
+        None => Some(resp),
+    }
+}
+
+/// The parts of the split of `base`.
+fn split_parts(base: &str) -> Vec<String> {
+    bdev::list()
+        .iter()
+        .filter(|b| b.module() == "split" && b.backend().info()["split"]["base_bdev"] == base)
+        .map(|b| b.name().to_string())
+        .collect()
+}
+
 /// An async delete: answers `true` once the bdev is gone.
 fn delete_answer(resp: Responder) -> impl FnOnce(Result<(), BdevError>) + Send + 'static {
     move |r| answer(resp, r.map(|()| true))
@@ -113,7 +140,9 @@ pub fn register_bdev_methods(m: &mut Methods) {
     });
     m.register("bdev_malloc_delete", |p, resp| {
         if let Some((p, resp)) = params::<malloc::DeleteParams>(p, resp) {
-            malloc::delete(&p.name, delete_answer(resp));
+            if let Some(resp) = not_exported([p.name.as_str()], resp) {
+                malloc::delete(&p.name, delete_answer(resp));
+            }
         }
     });
     m.register("bdev_null_create", |p, resp| {
@@ -123,7 +152,9 @@ pub fn register_bdev_methods(m: &mut Methods) {
     });
     m.register("bdev_null_delete", |p, resp| {
         if let Some((p, resp)) = params::<null::DeleteParams>(p, resp) {
-            null::delete(&p.name, delete_answer(resp));
+            if let Some(resp) = not_exported([p.name.as_str()], resp) {
+                null::delete(&p.name, delete_answer(resp));
+            }
         }
     });
     m.register("bdev_split_create", |p, resp| {
@@ -133,7 +164,10 @@ pub fn register_bdev_methods(m: &mut Methods) {
     });
     m.register("bdev_split_delete", |p, resp| {
         if let Some((p, resp)) = params::<split::DeleteParams>(p, resp) {
-            split::delete(&p.base_bdev, delete_answer(resp));
+            let parts = split_parts(&p.base_bdev);
+            if let Some(resp) = not_exported(parts.iter().map(String::as_str), resp) {
+                split::delete(&p.base_bdev, delete_answer(resp));
+            }
         }
     });
     m.register("bdev_delay_create", |p, resp| {
@@ -143,7 +177,9 @@ pub fn register_bdev_methods(m: &mut Methods) {
     });
     m.register("bdev_delay_delete", |p, resp| {
         if let Some((p, resp)) = params::<delay::DeleteParams>(p, resp) {
-            delay::delete(&p.name, delete_answer(resp));
+            if let Some(resp) = not_exported([p.name.as_str()], resp) {
+                delay::delete(&p.name, delete_answer(resp));
+            }
         }
     });
     m.register("bdev_delay_update_latency", |p, resp| {
@@ -158,7 +194,9 @@ pub fn register_bdev_methods(m: &mut Methods) {
     });
     m.register("bdev_error_delete", |p, resp| {
         if let Some((p, resp)) = params::<error::DeleteParams>(p, resp) {
-            error::delete(&p.name, delete_answer(resp));
+            if let Some(resp) = not_exported([p.name.as_str()], resp) {
+                error::delete(&p.name, delete_answer(resp));
+            }
         }
     });
     m.register("bdev_error_inject_error", |p, resp| {
