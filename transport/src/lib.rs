@@ -1,2 +1,3 @@
 //! Wire protocols and data movers: iSCSI, TCP, RDMA, iSER, SRP
+pub mod iscsi;
 pub mod tcp;
