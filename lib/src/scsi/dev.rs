@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ferrite_bdev::{self as bdev, Bdev, Desc, IoChannel};
 
 use super::exec;
+use super::mode::ModeState;
 use super::task::{Task, TaskCallback};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -50,6 +51,9 @@ pub struct Lun {
     bdev: Arc<Bdev>,
     desc: Desc,
     removed: AtomicBool,
+    /// Mode parameters (write cache, sense format, write protection), shared
+    /// by every I_T nexus.
+    pub mode: ModeState,
 }
 
 impl Lun {
@@ -126,6 +130,7 @@ impl ScsiDev {
             bdev: desc.bdev().clone(),
             desc,
             removed: AtomicBool::new(false),
+            mode: ModeState::default(),
         });
         let mut luns = self.lock();
         luns.push(lun);

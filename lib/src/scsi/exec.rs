@@ -1,65 +1,60 @@
-//! Command dispatch and the block-I/O engine every transport's tasks go through.
+//! Command dispatch: every task goes through [`execute`].
+//!
+//! The dispatcher looks the CDB up in the command tables ([`TABLES`]; one row per
+//! operation code and service action, see [`opcodes`](super::opcodes)) and calls
+//! the row's handler. REPORT SUPPORTED OPERATION CODES reads the same tables, so
+//! what is reported and what is executed cannot disagree.
 //!
 //! Emulated commands finish synchronously but are completed from this reactor's
 //! `scsi_completions` poller, so a transport's callback never runs inside its own
-//! `execute` call. Block commands become bdev I/O on the port's channel, issued in
-//! chunks of at most `MAX_IO_BYTES`; a task's buffers are lent to each bdev I/O and
-//! given back when it completes, so data is never copied.
+//! `execute` call. Block commands go to the chunked engine in
+//! [`blockio`](super::blockio).
+//!
+//! Other parts of the SCSI layer (unit attentions, reservations, copy offload,
+//! task management) plug in here: their command tables go into [`TABLES`], their
+//! checks into [`before_command`], and they implement the hooks at the end of
+//! this file.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::{Arc, OnceLock};
 
-use ferrite_bdev::{IoCallback, IoError, IoRequest, IoStatus, MAX_IO_BYTES};
-use ferrite_reactor::mem::MAX_BUF_SIZE;
+use ferrite_bdev::IoError;
 use ferrite_reactor::Poll;
-use slab::Slab;
 
-use super::dev::{LunView, ScsiPort};
+use super::dev::{Lun, LunView, ScsiPort};
+use super::opcodes::{self, flags, Command, Handler};
 use super::sense::{asc, key, Sense};
-use super::task::{Task, TaskCallback};
-use super::{opcode, sbc, spc};
+use super::task::{status, DataDir, Task, TaskCallback};
+use super::{opcode, spc};
 
-/// A block command in progress.
-struct Pending {
-    task: Task,
+/// Every table of commands the dispatcher executes and REPORT SUPPORTED
+/// OPERATION CODES reports. Add a part's table here (e.g. `pr::COMMANDS`).
+const TABLES: &[&[Command]] = &[opcodes::SPC, opcodes::SBC];
+
+/// What a handler sees besides its task: the port (the I_T nexus) and the LUN.
+pub(crate) struct Ctx<'a> {
+    pub port: &'a mut ScsiPort,
+    pub view: Rc<LunView>,
+}
+
+/// Where a task goes when it is finished: hand the task to [`Done::finish`].
+pub(crate) struct Done {
     callback: Rc<dyn TaskCallback>,
     tag: u64,
-    view: Rc<LunView>,
-    op: BlockOp,
-    fua: bool,
-    lba: u64,
-    blocks: u64,
-    /// Blocks already moved.
-    done: u64,
-    /// The chunk in flight: its first buffer index and block count.
-    chunk_first_seg: usize,
-    chunk_blocks: u64,
 }
 
-/// The bdev work a block command needs: `blocks` blocks from `lba`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct BlockIo {
-    pub op: BlockOp,
-    pub lba: u64,
-    pub blocks: u64,
-    pub fua: bool,
-}
-
-/// What a block command asks of the bdev.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BlockOp {
-    Read,
-    Write,
-    Flush,
+impl Done {
+    pub(crate) fn finish(self, task: Task) {
+        finish(self.callback, self.tag, task);
+    }
 }
 
 type Finished = (Rc<dyn TaskCallback>, u64, Task);
 
 thread_local! {
     static FINISHED: RefCell<VecDeque<Finished>> = RefCell::new(VecDeque::with_capacity(1024));
-    static PENDING: RefCell<Slab<Pending>> = RefCell::new(Slab::with_capacity(256));
-    static BDEV_DONE: Rc<dyn IoCallback> = Rc::new(BdevDone);
     static POLLER: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -78,8 +73,17 @@ fn poll_finished() -> Poll {
     Poll::from_work(n > 0)
 }
 
-/// Hands `task` back to its transport from the completion poller.
-pub(crate) fn finish(callback: Rc<dyn TaskCallback>, tag: u64, task: Task) {
+/// Hands `task` back to its transport from the completion poller. Sense goes
+/// back in descriptor format when the LUN asks for it (D_SENSE).
+/// A task the initiator flagged as a write carries no Data-In: its data-out is
+/// dropped here.
+pub(crate) fn finish(callback: Rc<dyn TaskCallback>, tag: u64, mut task: Task) {
+    if task.dir == DataDir::Write {
+        task.data.clear();
+    }
+    if task.desc_sense && task.status == status::CHECK_CONDITION {
+        task.sense = task.sense.to_descriptor();
+    }
     FINISHED.with(|f| f.borrow_mut().push_back((callback, tag, task)));
 }
 
@@ -92,175 +96,156 @@ pub(crate) fn execute(
     ensure_poller();
     task.good();
     task.cmd_len = 0;
-    let op = task.opcode();
-    // Commands that answer for the device as a whole, LUN or not.
-    match op {
-        opcode::REPORT_LUNS => {
-            spc::report_luns(port, &mut task);
-            return finish(callback, tag, task);
-        }
-        opcode::INQUIRY | opcode::REQUEST_SENSE if port.lun(task.lun).is_none() => {
-            spc::no_lun(&mut task);
-            return finish(callback, tag, task);
-        }
-        _ => {}
-    }
+    task.desc_sense = false;
+    let done = Done { callback, tag };
     let Some(view) = port.lun(task.lun) else {
-        task.check(Sense::new(
-            key::ILLEGAL_REQUEST,
-            asc::LOGICAL_UNIT_NOT_SUPPORTED,
-        ));
-        return finish(callback, tag, task);
+        // Commands that answer for the device as a whole, LUN or not.
+        match task.opcode() {
+            opcode::REPORT_LUNS => spc::report_luns_for(port, &mut task),
+            opcode::INQUIRY | opcode::REQUEST_SENSE => spc::no_lun(&mut task),
+            _ => task.check(Sense::new(
+                key::ILLEGAL_REQUEST,
+                asc::LOGICAL_UNIT_NOT_SUPPORTED,
+            )),
+        }
+        return done.finish(task);
     };
-    match op {
-        opcode::TEST_UNIT_READY => task.good(),
-        opcode::INQUIRY => spc::inquiry(&view, port, &mut task),
-        opcode::REQUEST_SENSE => spc::request_sense(&mut task),
-        opcode::MODE_SENSE_6 | opcode::MODE_SENSE_10 => spc::mode_sense(&view, &mut task),
-        opcode::READ_CAPACITY_10 => sbc::read_capacity_10(&view, &mut task),
-        opcode::SERVICE_ACTION_IN_16 if task.cdb[1] & 0x1f == 0x10 => {
-            sbc::read_capacity_16(&view, &mut task)
+    task.desc_sense = view.lun.mode.d_sense();
+    let cmd = match lookup(task.cdb()) {
+        Lookup::Found(cmd) if cmd.available(&view) => cmd,
+        Lookup::BadServiceAction => {
+            task.invalid_field(1, Some(4));
+            return done.finish(task);
         }
-        opcode::READ_6 | opcode::READ_10 | opcode::READ_12 | opcode::READ_16 => {
-            return sbc::read(view, task, callback, tag);
+        _ => {
+            task.invalid_opcode();
+            return done.finish(task);
         }
-        opcode::WRITE_6 | opcode::WRITE_10 | opcode::WRITE_12 | opcode::WRITE_16 => {
-            return sbc::write(view, task, callback, tag);
-        }
-        opcode::SYNCHRONIZE_CACHE_10 | opcode::SYNCHRONIZE_CACHE_16 => {
-            return sbc::synchronize_cache(view, task, callback, tag);
-        }
-        _ => task.invalid_opcode(),
+    };
+    let mut ctx = Ctx { port, view };
+    if !before_command(&mut ctx, cmd, &mut task) {
+        return done.finish(task);
     }
-    finish(callback, tag, task)
-}
-
-/// Starts block I/O for `task`: `blocks` blocks from `lba`. For reads the data
-/// buffers are allocated here; for writes they are the task's data.
-pub(crate) fn start_block_io(
-    view: Rc<LunView>,
-    mut task: Task,
-    callback: Rc<dyn TaskCallback>,
-    tag: u64,
-    io: BlockIo,
-) {
-    let BlockIo {
-        op,
-        lba,
-        blocks,
-        fua,
-    } = io;
-    let bs = view.lun.bdev().block_size() as u64;
-    if op == BlockOp::Read && !task.data.alloc((blocks * bs) as usize) {
-        task.busy();
-        return finish(callback, tag, task);
+    if cmd.flags & flags::MEDIUM_WRITE != 0 && ctx.view.lun.mode.swp() {
+        task.write_protected();
+        return done.finish(task);
     }
-    let key = PENDING.with(|p| {
-        p.borrow_mut().insert(Pending {
-            task,
-            callback,
-            tag,
-            view,
-            op,
-            fua,
-            lba,
-            blocks,
-            done: 0,
-            chunk_first_seg: 0,
-            chunk_blocks: 0,
-        })
-    });
-    next_chunk(key);
-}
-
-/// Issues the next chunk of pending command `key`, or finishes it.
-fn next_chunk(key: usize) {
-    let submit = PENDING.with(|p| {
-        let mut p = p.borrow_mut();
-        let pd = &mut p[key];
-        let bs = pd.view.lun.bdev().block_size() as u64;
-        if pd.op == BlockOp::Flush {
-            if pd.done > 0 {
-                return None;
-            }
-            pd.chunk_blocks = pd.blocks;
-            return Some((pd.view.clone(), IoRequest::flush(pd.lba, pd.blocks)));
+    match cmd.handler {
+        Handler::Now(f) => {
+            f(&mut ctx, &mut task);
+            done.finish(task);
         }
-        if pd.done == pd.blocks {
-            return None;
-        }
-        let max_blocks = MAX_IO_BYTES as u64 / bs;
-        let n = (pd.blocks - pd.done).min(max_blocks);
-        let first_seg = (pd.done * bs) as usize / MAX_BUF_SIZE;
-        let seg_count = ((n * bs) as usize)
-            .div_ceil(MAX_BUF_SIZE)
-            .min(pd.task.data.segment_count() - first_seg);
-        let data = pd.task.data.lend(first_seg, seg_count);
-        pd.chunk_first_seg = first_seg;
-        pd.chunk_blocks = n;
-        let lba = pd.lba + pd.done;
-        let req = match pd.op {
-            BlockOp::Read => IoRequest::read(lba, n, data),
-            BlockOp::Write => IoRequest::write(lba, n, data, pd.fua),
-            BlockOp::Flush => unreachable!(),
-        };
-        Some((pd.view.clone(), req))
-    });
-    match submit {
-        None => complete(key, Ok(())),
-        Some((view, req)) => {
-            let cb = BDEV_DONE.with(Rc::clone);
-            if let Err((e, req)) = view.ch.submit(req, &cb, key as u64) {
-                chunk_done(key, Err(e), req);
-            }
-        }
+        Handler::Later(f) => f(&mut ctx, task, done),
     }
 }
 
-fn chunk_done(key: usize, status: IoStatus, req: IoRequest) {
-    let more = PENDING.with(|p| {
-        let mut p = p.borrow_mut();
-        let pd = &mut p[key];
-        if !req.data.is_empty() {
-            pd.task.data.give_back(pd.chunk_first_seg, req.data);
+/// Checks that run after the command is known and before its handler: unit
+/// attentions and reservation conflicts go here. Returns false when the task
+/// has been given its ending status (it is then finished as it is).
+fn before_command(_ctx: &mut Ctx<'_>, _cmd: &'static Command, _task: &mut Task) -> bool {
+    true
+}
+
+// ---- the command index ----
+
+/// All commands of all tables, by operation code then service action, with
+/// where each operation code's rows start.
+struct Index {
+    cmds: Vec<&'static Command>,
+    first: [u16; 256],
+    count: [u8; 256],
+}
+
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut cmds: Vec<&'static Command> = TABLES.iter().flat_map(|t| t.iter()).collect();
+        cmds.sort_by_key(|c| (c.opcode, c.service_action));
+        for w in cmds.windows(2) {
+            assert!(
+                (w[0].opcode, w[0].service_action) != (w[1].opcode, w[1].service_action),
+                "{} and {} have the same operation code and service action",
+                w[0].name,
+                w[1].name
+            );
+            assert!(
+                w[0].opcode != w[1].opcode
+                    || (w[0].service_action.is_some() && w[1].service_action.is_some()),
+                "opcode {:#04x} mixes rows with and without service actions",
+                w[0].opcode
+            );
         }
-        if status.is_ok() {
-            pd.done += pd.chunk_blocks.max(1);
+        let mut first = [0u16; 256];
+        let mut count = [0u8; 256];
+        for (i, c) in cmds.iter().enumerate().rev() {
+            first[c.opcode as usize] = i as u16;
+            count[c.opcode as usize] += 1;
         }
-        status.is_ok()
-    });
-    if more {
-        next_chunk(key);
+        Index { cmds, first, count }
+    })
+}
+
+/// Every supported command, by operation code and service action.
+pub(crate) fn commands() -> &'static [&'static Command] {
+    &index().cmds
+}
+
+/// The rows of operation code `op` (several when it has service actions).
+pub(crate) fn rows(op: u8) -> &'static [&'static Command] {
+    let ix = index();
+    let first = ix.first[op as usize] as usize;
+    &ix.cmds[first..first + ix.count[op as usize] as usize]
+}
+
+pub(crate) enum Lookup {
+    Found(&'static Command),
+    /// The operation code is known but not with this service action.
+    BadServiceAction,
+    Unknown,
+}
+
+/// The service action field of a CDB whose operation code has service actions.
+pub(crate) fn service_action(cdb: &[u8]) -> u16 {
+    if cdb[0] == opcode::VARIABLE_LENGTH {
+        if cdb.len() >= 10 {
+            u16::from_be_bytes([cdb[8], cdb[9]])
+        } else {
+            0
+        }
     } else {
-        complete(key, status);
+        (cdb[1] & 0x1f) as u16
     }
 }
 
-fn complete(key: usize, status: IoStatus) {
-    let pd = PENDING.with(|p| p.borrow_mut().remove(key));
-    let mut task = pd.task;
-    match status {
-        Ok(()) => {
-            if pd.op == BlockOp::Read {
-                // Send no more than the initiator expects (the rest is overflow).
-                task.data.truncate(task.expected_len as usize);
-            } else {
-                task.data.clear();
-            }
-            task.good();
-        }
-        Err(e) => task.check(sense_for(e, pd.op)),
+/// Finds the command a CDB asks for.
+pub(crate) fn lookup(cdb: &[u8]) -> Lookup {
+    if cdb.is_empty() {
+        return Lookup::Unknown;
     }
-    finish(pd.callback, pd.tag, task);
+    let rows = rows(cdb[0]);
+    match rows.first() {
+        None => Lookup::Unknown,
+        Some(c) if c.service_action.is_none() => Lookup::Found(c),
+        Some(_) => {
+            if cdb.len() < 2 {
+                return Lookup::BadServiceAction;
+            }
+            let sa = service_action(cdb);
+            match rows.iter().find(|c| c.service_action == Some(sa)) {
+                Some(c) => Lookup::Found(c),
+                None => Lookup::BadServiceAction,
+            }
+        }
+    }
 }
 
 /// The sense data a failed bdev I/O maps to.
-pub(crate) fn sense_for(e: IoError, op: BlockOp) -> Sense {
+pub(crate) fn sense_for(e: IoError, write: bool) -> Sense {
     match e {
         IoError::OutOfRange => Sense::new(key::ILLEGAL_REQUEST, asc::LBA_OUT_OF_RANGE),
         IoError::Miscompare { offset } => {
             Sense::new(key::MISCOMPARE, asc::MISCOMPARE_DURING_VERIFY)
-                .with_information(offset as u32)
+                .with_information(offset.min(u32::MAX as u64) as u32)
         }
         IoError::Unsupported | IoError::BadLength => {
             Sense::new(key::ILLEGAL_REQUEST, asc::INVALID_FIELD_IN_CDB)
@@ -268,17 +253,19 @@ pub(crate) fn sense_for(e: IoError, op: BlockOp) -> Sense {
         IoError::Aborted | IoError::NoResources | IoError::Removed => {
             Sense::new(key::ABORTED_COMMAND, asc::NO_ADDITIONAL_SENSE)
         }
-        IoError::Device(_) => match op {
-            BlockOp::Read => Sense::new(key::MEDIUM_ERROR, asc::UNRECOVERED_READ_ERROR),
-            _ => Sense::new(key::MEDIUM_ERROR, asc::WRITE_ERROR),
-        },
+        IoError::Device(_) if write => Sense::new(key::MEDIUM_ERROR, asc::WRITE_ERROR),
+        IoError::Device(_) => Sense::new(key::MEDIUM_ERROR, asc::UNRECOVERED_READ_ERROR),
     }
 }
 
-struct BdevDone;
+// ---- hooks for the other parts of the SCSI layer ----
 
-impl IoCallback for BdevDone {
-    fn io_done(&self, tag: u64, status: IoStatus, req: IoRequest) {
-        chunk_done(tag as usize, status, req);
-    }
+/// A MODE SELECT on this port changed `lun`'s mode parameters: every other I_T
+/// nexus should see MODE PARAMETERS CHANGED (unit attention; SPC-4 7.5.1).
+pub(crate) fn mode_parameters_changed(_port: &ScsiPort, _lun: &Arc<Lun>) {}
+
+/// REQUEST SENSE: the sense this nexus has pending for `lun` (a unit attention
+/// or deferred error), taken off the queue. `None` answers NO SENSE.
+pub(crate) fn take_pending_sense(_port: &mut ScsiPort, _lun: &Arc<Lun>) -> Option<Sense> {
+    None
 }

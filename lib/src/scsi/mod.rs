@@ -7,16 +7,21 @@
 //! list of arena buffers, `MAX_BUF_SIZE` each but the last, lent to the bdev
 //! without copying.
 
+mod blockio;
 pub mod cdb;
 pub mod dev;
 mod exec;
+pub mod mode;
 pub mod opcode;
+mod opcodes;
 mod sbc;
 pub mod sense;
 mod spc;
 pub mod task;
+pub mod vpd;
 
 pub use cdb::{decode_lun, encode_lun};
 pub use dev::{Lun, Nexus, ScsiDev, ScsiPort};
+pub use mode::ModeState;
 pub use sense::Sense;
 pub use task::{status, DataDir, Task, TaskAttr, TaskCallback, TaskData, MAX_CDB};

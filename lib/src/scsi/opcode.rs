@@ -1,4 +1,4 @@
-//! Operation codes (SPC-4, SBC-3).
+//! Operation codes (SPC-4, SBC-3) and the service actions we know.
 
 pub const TEST_UNIT_READY: u8 = 0x00;
 pub const REQUEST_SENSE: u8 = 0x03;
@@ -10,6 +10,7 @@ pub const RESERVE_6: u8 = 0x16;
 pub const RELEASE_6: u8 = 0x17;
 pub const MODE_SENSE_6: u8 = 0x1a;
 pub const START_STOP_UNIT: u8 = 0x1b;
+pub const PREVENT_ALLOW_MEDIUM_REMOVAL: u8 = 0x1e;
 pub const READ_CAPACITY_10: u8 = 0x25;
 pub const READ_10: u8 = 0x28;
 pub const WRITE_10: u8 = 0x2a;
@@ -17,6 +18,7 @@ pub const WRITE_AND_VERIFY_10: u8 = 0x2e;
 pub const VERIFY_10: u8 = 0x2f;
 pub const PRE_FETCH_10: u8 = 0x34;
 pub const SYNCHRONIZE_CACHE_10: u8 = 0x35;
+pub const READ_DEFECT_DATA_10: u8 = 0x37;
 pub const WRITE_SAME_10: u8 = 0x41;
 pub const UNMAP: u8 = 0x42;
 pub const MODE_SELECT_10: u8 = 0x55;
@@ -25,6 +27,7 @@ pub const RELEASE_10: u8 = 0x57;
 pub const MODE_SENSE_10: u8 = 0x5a;
 pub const PERSISTENT_RESERVE_IN: u8 = 0x5e;
 pub const PERSISTENT_RESERVE_OUT: u8 = 0x5f;
+pub const VARIABLE_LENGTH: u8 = 0x7f;
 pub const EXTENDED_COPY: u8 = 0x83;
 pub const RECEIVE_COPY_RESULTS: u8 = 0x84;
 pub const READ_16: u8 = 0x88;
@@ -36,10 +39,26 @@ pub const VERIFY_16: u8 = 0x8f;
 pub const PRE_FETCH_16: u8 = 0x90;
 pub const SYNCHRONIZE_CACHE_16: u8 = 0x91;
 pub const WRITE_SAME_16: u8 = 0x93;
+pub const WRITE_ATOMIC_16: u8 = 0x9c;
 pub const SERVICE_ACTION_IN_16: u8 = 0x9e;
 pub const REPORT_LUNS: u8 = 0xa0;
 pub const MAINTENANCE_IN: u8 = 0xa3;
+pub const MAINTENANCE_OUT: u8 = 0xa4;
 pub const READ_12: u8 = 0xa8;
 pub const WRITE_12: u8 = 0xaa;
 pub const WRITE_AND_VERIFY_12: u8 = 0xae;
 pub const VERIFY_12: u8 = 0xaf;
+pub const READ_DEFECT_DATA_12: u8 = 0xb7;
+
+/// SERVICE ACTION IN (16) service actions.
+pub mod sai {
+    pub const READ_CAPACITY_16: u16 = 0x10;
+    pub const GET_LBA_STATUS: u16 = 0x12;
+}
+
+/// MAINTENANCE IN service actions.
+pub mod mi {
+    pub const REPORT_TARGET_PORT_GROUPS: u16 = 0x0a;
+    pub const REPORT_SUPPORTED_OPERATION_CODES: u16 = 0x0c;
+    pub const REPORT_SUPPORTED_TASK_MANAGEMENT_FUNCTIONS: u16 = 0x0d;
+}

@@ -200,6 +200,30 @@ impl TaskData {
     pub(crate) fn segment_count(&self) -> usize {
         self.bufs.len()
     }
+
+    /// Makes every buffer but the last `MAX_BUF_SIZE` long, as block I/O lends
+    /// whole buffers per chunk; copies only when a transport handed in other
+    /// sizes. Returns false when the pool is empty.
+    pub(crate) fn make_uniform(&mut self) -> bool {
+        let n = self.bufs.len();
+        if self.bufs[..n.saturating_sub(1)]
+            .iter()
+            .all(|b| b.len() == MAX_BUF_SIZE)
+        {
+            return true;
+        }
+        let mut fresh = TaskData::with_capacity(self.len);
+        if !fresh.alloc(self.len) {
+            return false;
+        }
+        let mut at = 0;
+        for b in &self.bufs {
+            fresh.copy_from_slice(at, b);
+            at += b.len();
+        }
+        std::mem::swap(&mut self.bufs, &mut fresh.bufs);
+        true
+    }
 }
 
 /// One SCSI command.
@@ -221,9 +245,12 @@ pub struct Task {
     pub status: u8,
     /// Result: sense data with CHECK CONDITION.
     pub sense: Sense,
-    /// Result: the bytes the command itself would move (from its CDB); the
-    /// transport compares it with `expected_len` for residuals.
+    /// Result: the bytes the command itself would move (from its CDB, or for
+    /// emulated replies the reply cut to the allocation length); the transport
+    /// compares it with `expected_len` for residuals, whatever the status.
     pub cmd_len: u32,
+    /// Sense goes back in descriptor format (the LUN's D_SENSE is set).
+    pub(crate) desc_sense: bool,
 }
 
 impl Task {
@@ -241,6 +268,7 @@ impl Task {
             status: status::GOOD,
             sense: Sense::default(),
             cmd_len: 0,
+            desc_sense: false,
         }
     }
 
@@ -250,6 +278,7 @@ impl Task {
         self.status = status::GOOD;
         self.sense.clear();
         self.cmd_len = 0;
+        self.desc_sense = false;
         self.cdb = [0; MAX_CDB];
         self.cdb_len = 0;
         self.dir = DataDir::None;
@@ -291,6 +320,37 @@ impl Task {
         );
     }
 
+    /// CHECK CONDITION, ILLEGAL REQUEST, INVALID FIELD IN PARAMETER LIST at
+    /// `byte` (and `bit`) of the parameter list.
+    pub fn invalid_param(&mut self, byte: u16, bit: Option<u8>) {
+        self.check(
+            Sense::new(key::ILLEGAL_REQUEST, asc::INVALID_FIELD_IN_PARAMETER_LIST)
+                .with_field_pointer(false, byte, bit),
+        );
+    }
+
+    /// CHECK CONDITION, ILLEGAL REQUEST, PARAMETER LIST LENGTH ERROR.
+    pub fn param_list_length_error(&mut self) {
+        self.check(Sense::new(
+            key::ILLEGAL_REQUEST,
+            asc::PARAMETER_LIST_LENGTH_ERROR,
+        ));
+    }
+
+    /// CHECK CONDITION, DATA PROTECT, WRITE PROTECTED.
+    pub fn write_protected(&mut self) {
+        self.check(Sense::new(key::DATA_PROTECT, asc::WRITE_PROTECTED));
+    }
+
+    /// The most Data-In bytes the initiator takes: its expected length, or
+    /// nothing when it flagged the command as a write only.
+    pub fn data_in_limit(&self) -> usize {
+        match self.dir {
+            DataDir::Write => 0,
+            _ => self.expected_len as usize,
+        }
+    }
+
     /// CHECK CONDITION, ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE.
     pub fn invalid_opcode(&mut self) {
         self.check(
@@ -316,7 +376,7 @@ impl Task {
     pub fn reply(&mut self, bytes: &[u8], alloc_len: usize) {
         let n = bytes.len().min(alloc_len);
         self.cmd_len = n as u32;
-        let n = n.min(self.expected_len as usize);
+        let n = n.min(self.data_in_limit());
         if !self.data.set(&bytes[..n]) {
             self.busy();
             return;
