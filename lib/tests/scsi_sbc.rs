@@ -470,12 +470,13 @@ fn compare_and_write() {
         caw(10, 2, &miss),                          // 3: miscompare at 700
         read_blocks(10, 2, BS),                     // 4
         caw(10, 0, &[]),                            // 5
-        caw(2047, 2, &ok),                          // 6
-        caw(10, 1, &ok),                            // 7: data for two blocks
-        prot,                                       // 8
-        write_blocks(1000, &filled(255, b'E'), BS), // 9
-        caw(1000, 255, &big),                       // 10: the most
-        read_blocks(1000, 255, BS),                 // 11
+        caw(10, 0, &ok),                            // 6: 256 blocks wrap the field to 0
+        caw(2047, 2, &ok),                          // 7
+        caw(10, 1, &ok),                            // 8: data for two blocks
+        prot,                                       // 9
+        write_blocks(1000, &filled(255, b'E'), BS), // 10
+        caw(1000, 255, &big),                       // 11: the most
+        read_blocks(1000, 255, BS),                 // 12
     ]));
     out[0].good();
     out[1].good();
@@ -484,11 +485,12 @@ fn compare_and_write() {
     assert_eq!(out[3].sense.information(), Some(700));
     assert_eq!(out[4].good().data, filled(2, b'B'), "nothing written");
     out[5].good();
-    out[6].check(key::ILLEGAL_REQUEST, asc::LBA_OUT_OF_RANGE);
-    out[7].check(key::ILLEGAL_REQUEST, asc::INVALID_FIELD_IN_CDB);
+    out[6].check(key::ILLEGAL_REQUEST, asc::INVALID_FIELD_IN_CDB);
+    out[7].check(key::ILLEGAL_REQUEST, asc::LBA_OUT_OF_RANGE);
     out[8].check(key::ILLEGAL_REQUEST, asc::INVALID_FIELD_IN_CDB);
-    out[10].good();
-    assert_eq!(out[11].good().data, filled(255, b'F'));
+    out[9].check(key::ILLEGAL_REQUEST, asc::INVALID_FIELD_IN_CDB);
+    out[11].good();
+    assert_eq!(out[12].good().data, filled(255, b'F'));
 }
 
 fn orwrite(lba: u64, data: &[u8]) -> Task {
@@ -558,4 +560,98 @@ fn synchronize_cache_prefetch_start_stop() {
     for i in [2, 4, 7, 8] {
         out[i].check(key::ILLEGAL_REQUEST, asc::LBA_OUT_OF_RANGE);
     }
+}
+
+fn write_atomic(lba: u64, n: u16, data: &[u8]) -> Task {
+    let mut c = [0u8; 16];
+    c[0] = 0x9c;
+    c[2..10].copy_from_slice(&lba.to_be_bytes());
+    c[12..14].copy_from_slice(&n.to_be_bytes());
+    if data.is_empty() {
+        none(&c)
+    } else {
+        dout(&c, data)
+    }
+}
+
+#[test]
+fn write_atomic_16() {
+    let data: Vec<u8> = (0..300 * 512u32).map(|i| (i * 7) as u8).collect();
+    let mut boundary = write_atomic(0, 1, &filled(1, 1));
+    boundary.cdb[11] = 1;
+    let mut prot = write_atomic(0, 1, &filled(1, 1));
+    prot.cdb[1] = 0x20;
+    let mut dpofua = write_atomic(0, 1, &filled(1, 1));
+    dpofua.cdb[1] = 0x18;
+    let out = run_on(
+        8192,
+        BS,
+        tasks(vec![
+            write_atomic(100, 300, &data),              // 0
+            read_blocks(100, 300, BS),                  // 1
+            write_atomic(0, 0, &[]),                    // 2
+            write_atomic(8192, 1, &filled(1, 1)),       // 3
+            write_atomic(8191, 2, &filled(2, 1)),       // 4
+            write_atomic(u64::MAX, 1, &filled(1, 1)),   // 5
+            boundary,                                   // 6
+            prot,                                       // 7
+            write_atomic(0, 2049, &filled(2049, 1)),    // 8: beyond MAXIMUM ATOMIC TRANSFER LENGTH
+            write_atomic(0, 2, &filled(1, 1)),          // 9: short data
+            read_blocks(0, 1, BS),                      // 10
+            dpofua,                                     // 11
+            write_atomic(6144, 2048, &filled(2048, 9)), // 12: the most
+            read_blocks(6144, 2048, BS),                // 13
+            din(&[0x12, 1, 0xb0, 0, 64, 0], 64),        // 14
+        ]),
+    );
+    out[0].good();
+    assert!(out[1].good().data == data);
+    out[2].good();
+    for i in [3, 4, 5] {
+        out[i].check(key::ILLEGAL_REQUEST, asc::LBA_OUT_OF_RANGE);
+    }
+    for i in [6, 7, 8] {
+        out[i].check(key::ILLEGAL_REQUEST, asc::INVALID_FIELD_IN_CDB);
+    }
+    out[9].check(key::ILLEGAL_REQUEST, asc::INVALID_FIELD_IN_INFORMATION_UNIT);
+    assert_eq!(out[10].good().data, filled(1, 0), "nothing written");
+    out[11].good();
+    out[12].good();
+    assert!(out[13].good().data == filled(2048, 9));
+    let bl = &out[14].good().data;
+    assert_eq!(be32(&bl[44..]), 2048, "MAXIMUM ATOMIC TRANSFER LENGTH");
+    assert!(
+        be32(&bl[44..]) <= be32(&bl[8..]),
+        "within MAXIMUM TRANSFER LENGTH"
+    );
+    assert_eq!(
+        &bl[48..64],
+        &[0; 16],
+        "no alignment, granularity or boundary"
+    );
+}
+
+#[test]
+fn read_defect_data_and_dataless_unmap() {
+    let mut ws10 = {
+        let mut c = read10(5, 3);
+        c[0] = 0x41;
+        c[1] = 0x08; // UNMAP, no data-out
+        none(&c)
+    };
+    ws10.dir = DataDir::Write;
+    let out = run(tasks(vec![
+        din(&[0x37, 0, 0x18 | 5, 0, 0, 0, 0, 0, 32, 0], 32),
+        din(&[0xb7, 0x18 | 4, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0], 32),
+        write_blocks(4, &filled(5, 0xee), BS),
+        ws10,
+        read_blocks(4, 5, BS),
+    ]));
+    assert_eq!(out[0].good().data, [0, 0x1d, 0, 0]);
+    assert_eq!(out[1].good().data, [0, 0x1c, 0, 0, 0, 0, 0, 0]);
+    out[3].good();
+    let d = &out[4].good().data;
+    assert!(d[..512].iter().all(|&b| b == 0xee));
+    assert!(d[512..2048].iter().all(|&b| b == 0), "unmapped: zeros");
+    assert!(d[2048..].iter().all(|&b| b == 0xee));
 }

@@ -22,8 +22,9 @@ use super::task::Task;
 
 /// Most bytes one unmap or write-zeroes I/O covers.
 pub(crate) const ZERO_CHUNK_BYTES: u64 = 16 << 20;
-/// How often an ORWRITE chunk starts again after someone else wrote it.
-const ORWRITE_RETRIES: u8 = 16;
+/// How often an ORWRITE chunk or a WRITE ATOMIC starts again after someone
+/// else wrote its blocks.
+const RMW_RETRIES: u8 = 16;
 
 /// What a block command asks of the bdev.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,9 @@ pub(crate) enum BlockOp {
     CompareAndWrite,
     /// Read, OR the task's data in, compare-and-write.
     OrWrite,
+    /// Read, then compare-and-write the task's data over what was read: all
+    /// of it is written or none, and no other I/O sees a part.
+    AtomicWrite,
 }
 
 impl BlockOp {
@@ -219,20 +223,23 @@ fn pattern(task: &Task, bs: usize, len: usize, zero: bool) -> Option<IoData> {
     Some(d)
 }
 
-/// `read` OR the task's data from byte `at`, `len` bytes.
-fn or_data(read: &IoData, task: &Task, at: usize, len: usize) -> Option<IoData> {
+/// The new blocks of a read-then-compare-and-write: the task's data from byte
+/// `at`, `len` bytes, ORed into `read` when `or`.
+fn new_data(read: &IoData, task: &Task, at: usize, len: usize, or: bool) -> Option<IoData> {
     let mut out = IoData::alloc(len)?;
     let mut a = [0u8; 4096];
     let mut b = [0u8; 4096];
     let mut off = 0;
     while off < len {
         let m = (len - off).min(a.len());
-        read.copy_to_slice(off, &mut a[..m]);
         task.data.copy_to_slice(at + off, &mut b[..m]);
-        for (x, y) in a[..m].iter_mut().zip(&b[..m]) {
-            *x |= y;
+        if or {
+            read.copy_to_slice(off, &mut a[..m]);
+            for (x, y) in b[..m].iter_mut().zip(&a[..m]) {
+                *x |= y;
+            }
         }
-        out.copy_from_slice(off, &a[..m]);
+        out.copy_from_slice(off, &b[..m]);
         off += m;
     }
     Some(out)
@@ -316,7 +323,7 @@ fn build(pd: &mut Pending) -> Next {
             pd.chunk = left.min(zero_chunk(bs));
             IoRequest::unmap(lba, pd.chunk)
         }
-        BlockOp::OrWrite => {
+        BlockOp::OrWrite | BlockOp::AtomicWrite => {
             if pd.step == 0 {
                 let n = left.min(data_chunk(bs) / 2);
                 pd.chunk = n;
@@ -329,12 +336,12 @@ fn build(pd: &mut Pending) -> Next {
                 let Some(mut both) = pd.held.take() else {
                     return Next::Fail(Fail::Busy);
                 };
-                let Some(ored) =
-                    or_data(&both, &pd.task, (pd.pos * bs) as usize, (n * bs) as usize)
-                else {
+                let or = io.op == BlockOp::OrWrite;
+                let at = (pd.pos * bs) as usize;
+                let Some(new) = new_data(&both, &pd.task, at, (n * bs) as usize, or) else {
                     return Next::Fail(Fail::Busy);
                 };
-                for buf in ored {
+                for buf in new {
                     if both.push(buf).is_err() {
                         return Next::Fail(Fail::Busy);
                     }
@@ -383,7 +390,7 @@ fn chunk_done(key: usize, status: IoStatus, mut req: IoRequest) {
             Ok(()) => {
                 match (op, pd.step) {
                     (BlockOp::WriteVerify, 0) => pd.step = 1,
-                    (BlockOp::OrWrite, 0) => {
+                    (BlockOp::OrWrite | BlockOp::AtomicWrite, 0) => {
                         pd.held = Some(req.data.take());
                         pd.step = 1;
                     }
@@ -395,12 +402,14 @@ fn chunk_done(key: usize, status: IoStatus, mut req: IoRequest) {
                 }
                 After::Continue
             }
-            Err(IoError::Miscompare { .. }) if op == BlockOp::OrWrite => {
+            Err(IoError::Miscompare { .. })
+                if matches!(op, BlockOp::OrWrite | BlockOp::AtomicWrite) =>
+            {
                 // Someone wrote the chunk between our read and our write:
                 // read it again.
                 pd.retries += 1;
                 pd.step = 0;
-                if pd.retries > ORWRITE_RETRIES {
+                if pd.retries > RMW_RETRIES {
                     After::End(Err(Fail::Sense(Sense::new(
                         key::ABORTED_COMMAND,
                         asc::NO_ADDITIONAL_SENSE,

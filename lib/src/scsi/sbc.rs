@@ -312,6 +312,8 @@ pub(crate) fn write_same(ctx: &mut Ctx<'_>, mut task: Task, done: Done) {
         (be64(&cdb[2..]), be32(&cdb[10..]) as u64)
     };
     task.cmd_len = if ndob { 0 } else { bs as u32 };
+    // UNMAP on a thin LUN needs no data: accept none (as for NDOB).
+    let no_data = ndob || (unmap && task.data.is_empty() && vpd::thin(view));
     if !check_protect(&mut task) {
         return done.finish(task);
     }
@@ -337,7 +339,7 @@ pub(crate) fn write_same(ctx: &mut Ctx<'_>, mut task: Task, done: Done) {
     if !check_range(view, &mut task, lba, n) {
         return done.finish(task);
     }
-    if !ndob && task.data.len() as u64 != bs {
+    if !no_data && task.data.len() as u64 != bs {
         task.invalid_field(if ten { 7 } else { 10 }, None);
         return done.finish(task);
     }
@@ -345,7 +347,7 @@ pub(crate) fn write_same(ctx: &mut Ctx<'_>, mut task: Task, done: Done) {
         return done.finish(task);
     }
     let fua = write_fua(view, false);
-    let zero = ndob || is_zero(&task, bs as usize);
+    let zero = no_data || is_zero(&task, bs as usize);
     let op = if unmap && vpd::thin(view) {
         BlockOp::Unmap
     } else if zero {
@@ -429,15 +431,17 @@ pub(crate) fn compare_and_write(ctx: &mut Ctx<'_>, mut task: Task, done: Done) {
     if !check_protect(&mut task) || !check_range(view, &mut task, lba, n) {
         return done.finish(task);
     }
-    if n == 0 {
-        return done.finish(task);
-    }
     if n > vpd::max_compare_and_write_blocks(bs as u32) {
         task.invalid_field(13, None);
         return done.finish(task);
     }
+    // The data must be exactly the compare and the write blocks. (This also
+    // catches 256 blocks asked for in the one-byte field: 0 blocks with data.)
     if task.data.len() as u64 != 2 * n * bs {
         task.invalid_field(13, None);
+        return done.finish(task);
+    }
+    if n == 0 {
         return done.finish(task);
     }
     let fua = write_fua(view, task.cdb[1] & 0x08 != 0);
@@ -470,6 +474,64 @@ pub(crate) fn orwrite(ctx: &mut Ctx<'_>, mut task: Task, done: Done) {
     let fua = write_fua(view, task.cdb[1] & 0x08 != 0);
     let io = BlockIo::new(BlockOp::OrWrite, lba, blocks).fua(fua);
     blockio::start(view.clone(), task, done, io);
+}
+
+/// WRITE ATOMIC(16): the blocks are written all or not at all, and no other
+/// command sees a part of them. Done as read, then COMPARE AND WRITE of what
+/// was read against the new data (the bdev layer's range lock makes that
+/// atomic), again from the read when another writer got in between. No
+/// alignment or granularity limits; no atomic boundaries (ATOMIC BOUNDARY
+/// must be 0).
+pub(crate) fn write_atomic(ctx: &mut Ctx<'_>, mut task: Task, done: Done) {
+    let view = &ctx.view;
+    let bs = view.lun.bdev().block_size() as u64;
+    let lba = be64(&task.cdb[2..]);
+    let boundary = be16(&task.cdb[10..]);
+    let n = be16(&task.cdb[12..]) as u64;
+    task.cmd_len = bytes(n, bs);
+    if !check_protect(&mut task) {
+        return done.finish(task);
+    }
+    if boundary != 0 {
+        task.invalid_field(10, None);
+        return done.finish(task);
+    }
+    if !check_range(view, &mut task, lba, n) {
+        return done.finish(task);
+    }
+    if n > vpd::max_atomic_blocks(bs as u32) {
+        task.invalid_field(12, None);
+        return done.finish(task);
+    }
+    if n == 0 {
+        return done.finish(task);
+    }
+    // All of it or nothing: a short data-out is refused, not written in part.
+    if (task.data.len() as u64) < n * bs {
+        task.check(Sense::new(
+            key::ILLEGAL_REQUEST,
+            asc::INVALID_FIELD_IN_INFORMATION_UNIT,
+        ));
+        return done.finish(task);
+    }
+    task.data.truncate((n * bs) as usize);
+    let fua = write_fua(view, task.cdb[1] & 0x08 != 0);
+    let io = BlockIo::new(BlockOp::AtomicWrite, lba, n).fua(fua);
+    blockio::start(view.clone(), task, done, io);
+}
+
+/// READ DEFECT DATA(10)/(12): there are no defects; the header echoes the
+/// lists and format asked for, with an empty list.
+pub(crate) fn read_defect_data(_ctx: &mut Ctx<'_>, task: &mut Task) {
+    let twelve = task.opcode() == opcode::READ_DEFECT_DATA_12;
+    let (flags, alloc, len) = if twelve {
+        (task.cdb[1], be32(&task.cdb[6..]) as usize, 8)
+    } else {
+        (task.cdb[2], be16(&task.cdb[7..]) as usize, 4)
+    };
+    let mut r = [0u8; 8];
+    r[1] = flags & 0x1f; // PLISTV, GLISTV, DEFECT LIST FORMAT
+    task.reply(&r[..len], alloc);
 }
 
 /// GET LBA STATUS: the bdev layer cannot tell mapped from deallocated blocks,

@@ -37,6 +37,12 @@ pub fn max_compare_and_write_blocks(block_size: u32) -> u64 {
     (MAX_IO_BYTES as u64 / (2 * block_size as u64)).min(255)
 }
 
+/// Most blocks one WRITE ATOMIC(16) may cover (MAXIMUM ATOMIC TRANSFER LENGTH):
+/// what was there and the new data travel in one compare-and-write.
+pub fn max_atomic_blocks(block_size: u32) -> u64 {
+    MAX_IO_BYTES as u64 / (2 * block_size as u64)
+}
+
 /// The LUN is thin provisioned: its bdev unmaps.
 pub(crate) fn thin(view: &LunView) -> bool {
     view.lun.bdev().supports(IoType::Unmap)
@@ -214,7 +220,8 @@ fn block_limits(_: &ScsiPort, view: &LunView, out: &mut [u8]) -> usize {
         out[24..28].copy_from_slice(&1u32.to_be_bytes()); // OPTIMAL UNMAP GRANULARITY
     }
     out[32..40].copy_from_slice(&MAX_WRITE_SAME_BLOCKS.to_be_bytes());
-    // No atomic writes: the atomic fields stay 0.
+    // WRITE ATOMIC: any alignment and granularity, no atomic boundaries.
+    out[40..44].copy_from_slice(&(max_atomic_blocks(bs) as u32).to_be_bytes());
     60
 }
 
