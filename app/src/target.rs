@@ -104,6 +104,7 @@ fn registries() -> (Arc<Methods>, Arc<Subsystems>) {
     // Start order; shutdown stops them in reverse.
     subsystems.register(Arc::new(BdevSubsystem));
     subsystems.register(Arc::new(IscsiSubsystem::new()));
+    subsystems.register(Arc::new(ferrite_transport::iscsi::service::IscsiTransport));
     let subsystems = Arc::new(subsystems);
 
     let mut methods = Methods::new();
@@ -166,6 +167,10 @@ impl Startup {
             failure: self.failure,
         });
         TARGET.with(|t| *t.borrow_mut() = Some(target.clone()));
+        // The iSCSI transport listens on the portals the config creates.
+        if let Err(e) = ferrite_transport::iscsi::service::start() {
+            return target.fail(format!("cannot start the iSCSI transport: {e}"));
+        }
         // Watch for signals first: one may come while the config replays.
         if let Err(e) = watch_signals(self.signal_pipe) {
             return target.fail(format!("cannot watch for signals: {e}"));

@@ -24,13 +24,19 @@
 //! ```
 
 pub mod chap;
+mod conn;
 pub mod digest;
+mod driver;
+mod group;
 pub mod login;
 pub mod params;
 pub mod pdu;
 pub mod policy;
+pub mod service;
+mod session;
 pub mod text;
 pub mod text_request;
+mod wire;
 
 pub use login::{Login, LoginContext, LoginOutcome, LoginProgress, LoginReply};
 pub use params::{ConnectionParams, DigestType, SessionParams, SessionType, TargetLimits};

@@ -1,0 +1,407 @@
+//! Bad input on the wire, from a raw TCP initiator written here: random bytes,
+//! unknown opcodes, oversized data segments, bad digests, logins missing keys,
+//! CmdSNs outside the window, initiators vanishing mid-write, and many
+//! connect/disconnect cycles. Each case must end in a Reject, a refused login
+//! or a closed connection — and the target must go on serving everyone else
+//! (checked with libiscsi's iscsi-inq after every case) without leaking.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferrite_tests::Target;
+
+const IQN: &str = "iqn.2026-11.io.ferrite:wire";
+
+/// A target with one 64 MiB LUN on a free port.
+fn start() -> (Target, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t = Target::start(&["--no-default"]);
+    t.rpc_ok(&["bdev_malloc_create", "-b", "W0", "64", "512"]);
+    t.rpc_ok(&[
+        "iscsi_create_portal_group",
+        "1",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    t.rpc_ok(&["iscsi_create_initiator_group", "1", "ANY", "127.0.0.1/32"]);
+    t.rpc_ok(&[
+        "iscsi_create_target_node",
+        IQN,
+        "wire",
+        "W0:0",
+        "1:1",
+        "32",
+        "-d",
+    ]);
+    (t, port)
+}
+
+/// The target still answers a real client.
+fn still_serving(port: u16) {
+    let out = Command::new("timeout")
+        .args([
+            "10",
+            "iscsi-inq",
+            &format!("iscsi://127.0.0.1:{port}/{IQN}/0"),
+        ])
+        .output()
+        .expect("iscsi-inq runs");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("FERRITE"),
+        "the target stopped serving: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
+}
+
+fn get_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// A minimal initiator: enough to log in and send hand-made PDUs.
+struct Raw {
+    s: TcpStream,
+    cmd_sn: u32,
+    exp_stat_sn: u32,
+}
+
+/// One PDU read back: its BHS and data.
+struct Pdu {
+    bhs: [u8; 48],
+    data: Vec<u8>,
+}
+
+impl Pdu {
+    fn opcode(&self) -> u8 {
+        self.bhs[0] & 0x3f
+    }
+}
+
+impl Raw {
+    fn connect(port: u16) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Raw {
+            s,
+            cmd_sn: 1,
+            exp_stat_sn: 0,
+        }
+    }
+
+    fn send(&mut self, bhs: &[u8; 48], data: &[u8]) -> std::io::Result<()> {
+        let mut buf = bhs.to_vec();
+        buf[5..8].copy_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+        buf.extend_from_slice(data);
+        while !buf.len().is_multiple_of(4) {
+            buf.push(0);
+        }
+        self.s.write_all(&buf)
+    }
+
+    /// The next PDU, or None when the target closed the connection (or said
+    /// nothing within the timeout).
+    fn recv(&mut self) -> Option<Pdu> {
+        let mut bhs = [0u8; 48];
+        self.s.read_exact(&mut bhs).ok()?;
+        let len = u32::from_be_bytes([0, bhs[5], bhs[6], bhs[7]]) as usize;
+        let mut data = vec![0u8; (len + 3) & !3];
+        self.s.read_exact(&mut data).ok()?;
+        data.truncate(len);
+        Some(Pdu { bhs, data })
+    }
+
+    fn login_pdu(&self, csg: u8, nsg: u8, keys: &str) -> ([u8; 48], Vec<u8>) {
+        let mut bhs = [0u8; 48];
+        bhs[0] = 0x43; // Login Request, immediate
+        bhs[1] = 0x80 | (csg << 2) | nsg; // T bit
+        bhs[8..14].copy_from_slice(&[0x80, 0, 0, 0x12, 0x34, 0x56]); // ISID
+        put_u32(&mut bhs, 16, 0x1000); // ITT
+        put_u32(&mut bhs, 24, self.cmd_sn);
+        put_u32(&mut bhs, 28, self.exp_stat_sn);
+        let data = keys.replace(';', "\0").into_bytes();
+        (bhs, data)
+    }
+
+    /// Logs in to the full feature phase with `op_keys` (`;`-separated),
+    /// repeating a stage (with no new keys) until the target transits.
+    fn login(&mut self, op_keys: &str) {
+        let keys = format!(
+            "InitiatorName=iqn.2026-11.test:raw;TargetName={IQN};SessionType=Normal;AuthMethod=None;"
+        );
+        for (csg, nsg, first_keys) in [(0u8, 1u8, keys.as_str()), (1, 3, op_keys)] {
+            let mut keys = first_keys.to_string();
+            for _ in 0..4 {
+                let (bhs, data) = self.login_pdu(csg, nsg, &keys);
+                self.send(&bhs, &data).unwrap();
+                let r = self.recv().expect("login response");
+                assert_eq!(r.opcode(), 0x23);
+                assert_eq!(
+                    (r.bhs[36], r.bhs[37]),
+                    (0, 0),
+                    "login refused: {}",
+                    String::from_utf8_lossy(&r.data)
+                );
+                self.exp_stat_sn = get_u32(&r.bhs, 24) + 1;
+                if r.bhs[1] & 0x80 != 0 && r.bhs[1] & 0x03 == nsg {
+                    break;
+                }
+                // The target offered keys it needs answers to: accept them
+                // (not what we sent already, nor its own declarations).
+                let sent: Vec<String> = keys
+                    .split(';')
+                    .filter_map(|kv| kv.split('=').next())
+                    .map(str::to_string)
+                    .collect();
+                keys = String::from_utf8_lossy(&r.data)
+                    .split('\0')
+                    .filter(|kv| {
+                        let k = kv.split('=').next().unwrap_or("");
+                        !kv.is_empty()
+                            && !sent.iter().any(|s| s == k)
+                            && ![
+                                "TargetPortalGroupTag",
+                                "TargetAlias",
+                                "MaxRecvDataSegmentLength",
+                            ]
+                            .contains(&k)
+                    })
+                    .map(|kv| format!("{kv};"))
+                    .collect();
+            }
+        }
+    }
+
+    /// A NOP-Out ping; true when the target answers it.
+    fn ping(&mut self) -> bool {
+        let mut bhs = [0u8; 48];
+        bhs[0] = 0x40; // NOP-Out, immediate
+        bhs[1] = 0x80;
+        put_u32(&mut bhs, 16, 0x7777);
+        put_u32(&mut bhs, 20, 0xffff_ffff);
+        put_u32(&mut bhs, 24, self.cmd_sn);
+        put_u32(&mut bhs, 28, self.exp_stat_sn);
+        if self.send(&bhs, b"ping").is_err() {
+            return false;
+        }
+        loop {
+            match self.recv() {
+                Some(p) if p.opcode() == 0x20 && get_u32(&p.bhs, 16) == 0x7777 => {
+                    return p.data == b"ping"
+                }
+                Some(_) => continue,
+                None => return false,
+            }
+        }
+    }
+
+    /// A SCSI WRITE(10) of `blocks` at LBA 0 without data: the target answers R2T.
+    fn write10_header(&mut self, itt: u32, blocks: u16) -> [u8; 48] {
+        let mut bhs = [0u8; 48];
+        bhs[0] = 0x01;
+        bhs[1] = 0x80 | 0x20 | 0x01; // F, W, simple
+        put_u32(&mut bhs, 16, itt);
+        put_u32(&mut bhs, 20, blocks as u32 * 512);
+        put_u32(&mut bhs, 24, self.cmd_sn);
+        put_u32(&mut bhs, 28, self.exp_stat_sn);
+        self.cmd_sn += 1;
+        bhs[32] = 0x2a;
+        bhs[39..41].copy_from_slice(&blocks.to_be_bytes());
+        bhs
+    }
+}
+
+/// What the target did with a bad PDU: answered a Reject, or closed.
+fn rejected_or_closed(r: &mut Raw) -> &'static str {
+    match r.recv() {
+        Some(p) if p.opcode() == 0x3f => "reject",
+        Some(p) => panic!("expected a Reject, got opcode {:#x}", p.opcode()),
+        None => "closed",
+    }
+}
+
+#[test]
+fn malformed_pdus_get_a_reject_or_a_closed_connection() {
+    let (_t, port) = start();
+
+    // Random bytes before any login.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..10 {
+        let mut r = Raw::connect(port);
+        r.s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut junk = [0u8; 512];
+        for b in junk.iter_mut() {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+        let _ = r.s.write_all(&junk);
+        let _ = r.recv();
+    }
+    still_serving(port);
+
+    // An unknown opcode in the full feature phase: Reject, connection kept.
+    let mut r = Raw::connect(port);
+    r.login("HeaderDigest=None;DataDigest=None;MaxRecvDataSegmentLength=65536;");
+    let mut bhs = [0u8; 48];
+    bhs[0] = 0x1c;
+    bhs[1] = 0x80;
+    r.send(&bhs, &[]).unwrap();
+    assert_eq!(rejected_or_closed(&mut r), "reject");
+    assert!(r.ping(), "the connection survives an unknown opcode");
+
+    // A data segment larger than our MaxRecvDataSegmentLength.
+    let mut bhs = [0u8; 48];
+    bhs[0] = 0x40;
+    bhs[1] = 0x80;
+    put_u32(&mut bhs, 16, 1);
+    put_u32(&mut bhs, 20, 0xffff_ffff);
+    let big = vec![0u8; 1 << 20];
+    let _ = r.send(&bhs, &big);
+    assert!(!r.ping(), "an oversized PDU must end the connection");
+    still_serving(port);
+
+    // A login without InitiatorName: refused with 0x0207.
+    let mut r = Raw::connect(port);
+    let (bhs, data) = r.login_pdu(
+        0,
+        1,
+        &format!("TargetName={IQN};SessionType=Normal;AuthMethod=None;"),
+    );
+    r.send(&bhs, &data).unwrap();
+    let p = r.recv().expect("a login response");
+    assert_eq!((p.bhs[36], p.bhs[37]), (0x02, 0x07));
+    assert!(r.recv().is_none(), "a refused login closes");
+
+    // A login to a target that does not exist: 0x0203.
+    let mut r = Raw::connect(port);
+    let (bhs, data) = r.login_pdu(
+        0,
+        1,
+        "InitiatorName=iqn.2026-11.test:raw;TargetName=iqn.2026-11.io.ferrite:nope;AuthMethod=None;",
+    );
+    r.send(&bhs, &data).unwrap();
+    let p = r.recv().expect("a login response");
+    assert_eq!((p.bhs[36], p.bhs[37]), (0x02, 0x03));
+
+    // A bad header digest: the connection closes (error recovery level 0).
+    let mut r = Raw::connect(port);
+    r.login("HeaderDigest=CRC32C;DataDigest=None;");
+    let mut bhs = [0u8; 48];
+    bhs[0] = 0x40;
+    bhs[1] = 0x80;
+    put_u32(&mut bhs, 16, 9);
+    put_u32(&mut bhs, 20, 0xffff_ffff);
+    let mut wire = bhs.to_vec();
+    wire.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    r.s.write_all(&wire).unwrap();
+    assert!(
+        r.recv().is_none(),
+        "a bad header digest closes the connection"
+    );
+    still_serving(port);
+}
+
+#[test]
+fn commands_outside_the_cmdsn_window_are_ignored() {
+    let (_t, port) = start();
+    let mut r = Raw::connect(port);
+    r.login("HeaderDigest=None;DataDigest=None;");
+    // TEST UNIT READY with a CmdSN far ahead of the window.
+    let mut bhs = [0u8; 48];
+    bhs[0] = 0x01;
+    bhs[1] = 0x81;
+    put_u32(&mut bhs, 16, 42);
+    put_u32(&mut bhs, 24, r.cmd_sn.wrapping_add(100_000));
+    put_u32(&mut bhs, 28, r.exp_stat_sn);
+    r.send(&bhs, &[]).unwrap();
+    r.s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(
+        r.recv().is_none(),
+        "no answer to a command outside the window"
+    );
+    r.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(r.ping(), "and the connection lives on");
+}
+
+#[test]
+fn an_initiator_vanishing_mid_write_leaves_the_target_serving() {
+    let (_t, port) = start();
+    for round in 0..20 {
+        let mut r = Raw::connect(port);
+        r.login("HeaderDigest=None;DataDigest=None;InitialR2T=Yes;ImmediateData=No;");
+        // Several writes, each answered with an R2T we never satisfy.
+        for i in 0..4 {
+            let bhs = r.write10_header(100 + i, 64);
+            r.send(&bhs, &[]).unwrap();
+        }
+        let p = r.recv().expect("an R2T");
+        assert_eq!(p.opcode(), 0x31, "round {round}: expected R2T");
+        // Half the rounds send part of the data first.
+        if round % 2 == 0 {
+            let mut d = [0u8; 48];
+            d[0] = 0x05;
+            put_u32(&mut d, 16, get_u32(&p.bhs, 16));
+            put_u32(&mut d, 20, get_u32(&p.bhs, 20));
+            let _ = r.send(&d, &[0xaa; 4096]);
+        }
+        drop(r);
+    }
+    still_serving(port);
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_thousand_connect_disconnect_cycles_leak_nothing() {
+    let (t, port) = start();
+    let pid = t.child.id();
+    // Warm up, then measure.
+    for _ in 0..50 {
+        let mut r = Raw::connect(port);
+        r.login("HeaderDigest=None;DataDigest=None;");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (fds0, rss0) = (open_fds(pid), rss_kib(pid));
+    let start = Instant::now();
+    for i in 0..1000 {
+        let mut r = Raw::connect(port);
+        if i % 2 == 0 {
+            r.login("HeaderDigest=None;DataDigest=None;");
+        }
+    }
+    // Let the target notice the last closes.
+    std::thread::sleep(Duration::from_millis(500));
+    let (fds1, rss1) = (open_fds(pid), rss_kib(pid));
+    eprintln!(
+        "1000 cycles in {:?}: fds {fds0} -> {fds1}, RSS {rss0} -> {rss1} KiB",
+        start.elapsed()
+    );
+    assert!(fds1 <= fds0 + 2, "file descriptors leak: {fds0} -> {fds1}");
+    assert!(rss1 < rss0 + 8 * 1024, "memory grows: {rss0} -> {rss1} KiB");
+    still_serving(port);
+}

@@ -1,0 +1,227 @@
+//! iSCSI sessions: the registry that assigns TSIHs and finds sessions for new
+//! connections and reinstatement, and the per-reactor session state (the SCSI
+//! port, the CmdSN window) shared by the session's connections.
+//!
+//! A session lives on one reactor, and every connection of the session is
+//! moved there when it joins, so nothing about a session is shared between
+//! reactors on the I/O path.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::num::NonZeroU16;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ferrite_lib::scsi::ScsiPort;
+
+use super::conn::Conn;
+use super::params::{SessionParams, SessionType};
+use super::pdu::Isid;
+
+/// What every reactor may know about a session.
+#[derive(Debug)]
+pub(crate) struct SessionEntry {
+    pub tsih: u16,
+    pub isid: Isid,
+    pub initiator: String,
+    pub target: Option<String>,
+    pub portal_group_tag: u16,
+    pub reactor: usize,
+    pub params: SessionParams,
+    /// Set when the session is being closed (reinstated, target deleted, shutdown).
+    pub closing: AtomicBool,
+}
+
+#[derive(Default)]
+struct Registry {
+    sessions: Vec<Arc<SessionEntry>>,
+    last_tsih: u16,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    sessions: Vec::new(),
+    last_tsih: 0,
+});
+
+fn registry() -> MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Registers a new session and returns its entry, plus the entry of an older
+/// session with the same initiator, ISID and target that it reinstates.
+pub(crate) fn create_entry(
+    isid: Isid,
+    initiator: &str,
+    target: Option<&str>,
+    portal_group_tag: u16,
+    reactor: usize,
+    params: SessionParams,
+) -> Option<(Arc<SessionEntry>, Option<Arc<SessionEntry>>)> {
+    let mut reg = registry();
+    let old = reg
+        .sessions
+        .iter()
+        .position(|s| {
+            s.isid == isid
+                && s.initiator == initiator
+                && s.target.as_deref() == target
+                && s.portal_group_tag == portal_group_tag
+        })
+        .map(|i| reg.sessions.remove(i));
+    // TSIH 0 is reserved; pick the next free one.
+    let mut tsih = reg.last_tsih;
+    for _ in 0..=u16::MAX {
+        tsih = tsih.wrapping_add(1);
+        if tsih != 0 && !reg.sessions.iter().any(|s| s.tsih == tsih) {
+            break;
+        }
+    }
+    if tsih == 0 || reg.sessions.iter().any(|s| s.tsih == tsih) {
+        return None;
+    }
+    reg.last_tsih = tsih;
+    let entry = Arc::new(SessionEntry {
+        tsih,
+        isid,
+        initiator: initiator.to_string(),
+        target: target.map(str::to_string),
+        portal_group_tag,
+        reactor,
+        params,
+        closing: AtomicBool::new(false),
+    });
+    reg.sessions.push(entry.clone());
+    if let Some(o) = &old {
+        o.closing.store(true, Ordering::Release);
+    }
+    Some((entry, old))
+}
+
+/// The session `tsih` of this initiator and ISID, for a connection joining it.
+pub(crate) fn find_entry(
+    tsih: NonZeroU16,
+    isid: Isid,
+    initiator: &str,
+) -> Option<Arc<SessionEntry>> {
+    registry()
+        .sessions
+        .iter()
+        .find(|s| s.tsih == tsih.get() && s.isid == isid && s.initiator == initiator)
+        .cloned()
+}
+
+/// Every session's entry (for listing and for closing a target's sessions).
+pub(crate) fn entries() -> Vec<Arc<SessionEntry>> {
+    registry().sessions.clone()
+}
+
+/// The CmdSN window (RFC 7143 §4.2.2.1): commands are taken in CmdSN order
+/// inside [ExpCmdSN, MaxCmdSN].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CmdWindow {
+    pub exp_cmd_sn: u32,
+    /// How many commands the session takes at once.
+    pub depth: u32,
+    /// Commands taken but not yet answered.
+    pub outstanding: u32,
+}
+
+impl CmdWindow {
+    pub fn max_cmd_sn(&self) -> u32 {
+        let free = self.depth.saturating_sub(self.outstanding).max(1);
+        self.exp_cmd_sn.wrapping_add(free - 1)
+    }
+
+    /// Serial-number comparison (RFC 1982): whether `sn` lies in the window.
+    pub fn in_window(&self, sn: u32) -> bool {
+        let off = sn.wrapping_sub(self.exp_cmd_sn);
+        let span = self.max_cmd_sn().wrapping_sub(self.exp_cmd_sn);
+        off <= span
+    }
+}
+
+/// A session on its reactor.
+pub(crate) struct Session {
+    pub entry: Arc<SessionEntry>,
+    /// The SCSI port of a normal session (none for discovery).
+    pub port: RefCell<Option<ScsiPort>>,
+    pub window: Cell<CmdWindow>,
+    pub conns: RefCell<Vec<Weak<Conn>>>,
+}
+
+thread_local! {
+    /// The sessions living on this reactor, by TSIH.
+    static LOCAL: RefCell<HashMap<u16, Rc<Session>>> = RefCell::new(HashMap::new());
+}
+
+impl Session {
+    /// Makes the reactor-local half of a session registered with `entry`.
+    pub fn start(
+        entry: Arc<SessionEntry>,
+        port: Option<ScsiPort>,
+        exp_cmd_sn: u32,
+        depth: u32,
+    ) -> Rc<Session> {
+        let s = Rc::new(Session {
+            entry,
+            port: RefCell::new(port),
+            window: Cell::new(CmdWindow {
+                exp_cmd_sn,
+                depth: depth.max(1),
+                outstanding: 0,
+            }),
+            conns: RefCell::new(Vec::new()),
+        });
+        LOCAL.with(|l| l.borrow_mut().insert(s.entry.tsih, s.clone()));
+        s
+    }
+
+    /// This reactor's session `tsih`.
+    pub fn local(tsih: u16) -> Option<Rc<Session>> {
+        LOCAL.with(|l| l.borrow().get(&tsih).cloned())
+    }
+
+    pub fn is_discovery(&self) -> bool {
+        self.entry.params.session_type == SessionType::Discovery
+    }
+
+    pub fn add_conn(&self, conn: &Rc<Conn>) {
+        let mut conns = self.conns.borrow_mut();
+        conns.retain(|c| c.strong_count() > 0);
+        conns.push(Rc::downgrade(conn));
+    }
+
+    pub fn live_conns(&self) -> Vec<Rc<Conn>> {
+        self.conns
+            .borrow()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    /// A connection left; the session ends with its last connection.
+    pub fn remove_conn(&self, conn: &Conn) {
+        let mut conns = self.conns.borrow_mut();
+        conns.retain(|c| c.upgrade().is_some_and(|c| !std::ptr::eq(&*c, conn)));
+        let empty = conns.is_empty();
+        drop(conns);
+        if empty {
+            self.end();
+        }
+    }
+
+    /// Ends the session: unregisters it everywhere. The SCSI port (the I_T
+    /// nexus) goes when the last task holding it is done.
+    pub fn end(&self) {
+        LOCAL.with(|l| {
+            let mut l = l.borrow_mut();
+            if l.get(&self.entry.tsih)
+                .is_some_and(|s| std::ptr::eq(&**s, self))
+            {
+                l.remove(&self.entry.tsih);
+            }
+        });
+        registry().sessions.retain(|s| !Arc::ptr_eq(s, &self.entry));
+    }
+}
