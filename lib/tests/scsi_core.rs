@@ -113,7 +113,12 @@ fn run(bdev: &'static str, bs: u32, tasks: Vec<Task>) -> Vec<Outcome> {
         let mut tasks = tasks;
         tasks.reverse();
         let r = Rc::new(Runner {
-            port: RefCell::new(ScsiPort::new(dev, nexus)),
+            port: RefCell::new({
+                // A new nexus starts with a POWER ON, RESET unit attention.
+                let mut port = ScsiPort::new(dev, nexus);
+                ferrite_lib::scsi::ua::clear_unit_attentions(&mut port);
+                port
+            }),
             queue: RefCell::new(tasks),
             out: RefCell::new(Vec::new()),
             me: RefCell::new(None),

@@ -52,6 +52,24 @@ pub struct Target {
     pub child: Child,
     pub sock: PathBuf,
     pub log: PathBuf,
+    /// Held while a target on the embedded default (which listens on
+    /// 127.0.0.1:3260) runs, so such tests take turns, across test binaries too.
+    _port_lock: Option<std::fs::File>,
+}
+
+/// Takes the lock that targets on port 3260 take turns with.
+fn lock_default_port() -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("ferrite-tests-port-3260.lock"))
+        .expect("lock file");
+    // SAFETY: flock on a file descriptor we own; blocks until the lock is ours.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
+    f
 }
 
 impl Target {
@@ -66,6 +84,10 @@ impl Target {
 
     /// Starts the target without waiting for it.
     pub fn spawn(args: &[&str], sock: &Path) -> Target {
+        let on_default = !args
+            .iter()
+            .any(|a| ["--no-default", "--json", "-c", "--config"].contains(a));
+        let port_lock = on_default.then(lock_default_port);
         let log = sock.with_extension("log");
         let logf = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(binary("ferrite-tgt"));
@@ -87,6 +109,7 @@ impl Target {
             child: cmd.spawn().expect("ferrite-tgt starts"),
             sock: sock.to_path_buf(),
             log,
+            _port_lock: port_lock,
         }
     }
 

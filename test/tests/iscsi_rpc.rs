@@ -3,17 +3,23 @@
 //! answered with JSON-RPC errors while the target keeps serving, bdevs in use
 //! by target nodes, and save_config → --json round trips.
 //!
-//! Portals use ports derived from the process id, so that once the transport
-//! listens, tests running side by side do not collide.
+//! Portals use ports derived from the process id and the test's thread, so that
+//! tests running side by side (the transport listens on them) do not collide.
 
 use ferrite_tests::{scratch, Target};
 use serde_json::{json, Value};
 
 const NODE: &str = "iqn.2026-11.io.ferrite";
 
-/// A port for portal `n` of this test process.
+/// A port for portal `n` of this test (each test runs on its own thread).
 fn port(n: u16) -> String {
-    (20000 + (std::process::id() % 2000) as u16 * 16 + n).to_string()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT_TEST: AtomicU16 = AtomicU16::new(0);
+    thread_local! {
+        static SLOT: u16 = NEXT_TEST.fetch_add(1, Ordering::Relaxed) % 8;
+    }
+    let slot = SLOT.with(|s| *s);
+    (20000 + (std::process::id() % 500) as u16 * 64 + slot * 8 + n).to_string()
 }
 
 fn portal(n: u16) -> String {

@@ -9,6 +9,7 @@ use ferrite_bdev::{self as bdev, Bdev, Desc, IoChannel};
 
 use super::exec;
 use super::mode::ModeState;
+use super::state::{LunState, NexusLun};
 use super::task::{Task, TaskCallback};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -49,8 +50,10 @@ impl Nexus {
 pub struct Lun {
     pub id: u64,
     bdev: Arc<Bdev>,
-    desc: Desc,
+    pub(crate) desc: Desc,
     removed: AtomicBool,
+    /// Reservations, unit attentions and copy results shared by its nexuses.
+    pub(crate) state: Arc<LunState>,
     /// Mode parameters (write cache, sense format, write protection), shared
     /// by every I_T nexus.
     pub mode: ModeState,
@@ -127,11 +130,13 @@ impl ScsiDev {
         .map_err(|e| e.to_string())?;
         let lun = Arc::new(Lun {
             id,
+            state: LunState::new(desc.bdev()),
             bdev: desc.bdev().clone(),
             desc,
             removed: AtomicBool::new(false),
             mode: ModeState::default(),
         });
+        super::xcopy::register_lun(&lun);
         let mut luns = self.lock();
         luns.push(lun);
         luns.sort_by_key(|l| l.id);
@@ -165,6 +170,8 @@ impl ScsiDev {
 pub(crate) struct LunView {
     pub(crate) lun: Arc<Lun>,
     pub(crate) ch: IoChannel,
+    /// This nexus's standing with the LUN (unit attentions, identity).
+    pub(crate) nx: Arc<NexusLun>,
 }
 
 /// One I_T nexus's access to a device, on the reactor the session lives on.
@@ -210,9 +217,13 @@ impl ScsiPort {
                 Some(v) => views.push(v.clone()),
                 None => {
                     let ch = lun.desc.channel();
-                    views.push(Rc::new(LunView { lun, ch }));
+                    let nx = super::state::attach(&lun.state, &self.nexus);
+                    views.push(Rc::new(LunView { lun, ch, nx }));
                 }
             }
+        }
+        if self.generation != 0 {
+            super::ua::luns_changed(&views);
         }
         self.luns = views;
         self.generation = generation;

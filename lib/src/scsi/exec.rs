@@ -31,7 +31,13 @@ use super::{opcode, spc};
 
 /// Every table of commands the dispatcher executes and REPORT SUPPORTED
 /// OPERATION CODES reports. Add a part's table here (e.g. `pr::COMMANDS`).
-const TABLES: &[&[Command]] = &[opcodes::SPC, opcodes::SBC];
+const TABLES: &[&[Command]] = &[
+    opcodes::SPC,
+    opcodes::SBC,
+    super::reserve::COMMANDS,
+    super::pr::COMMANDS,
+    super::xcopy::COMMANDS,
+];
 
 /// What a handler sees besides its task: the port (the I_T nexus) and the LUN.
 pub(crate) struct Ctx<'a> {
@@ -58,7 +64,7 @@ thread_local! {
     static POLLER: Cell<bool> = const { Cell::new(false) };
 }
 
-fn ensure_poller() {
+pub(crate) fn ensure_poller() {
     if !POLLER.with(|p| p.replace(true)) {
         ferrite_reactor::register_poller("scsi_completions", poll_finished);
     }
@@ -81,10 +87,12 @@ pub(crate) fn finish(callback: Rc<dyn TaskCallback>, tag: u64, mut task: Task) {
     if task.dir == DataDir::Write {
         task.data.clear();
     }
+    let aborts = super::tmf::untrack(&mut task);
     if task.desc_sense && task.status == status::CHECK_CONDITION {
         task.sense = task.sense.to_descriptor();
     }
     FINISHED.with(|f| f.borrow_mut().push_back((callback, tag, task)));
+    super::tmf::release(aborts);
 }
 
 pub(crate) fn execute(
@@ -142,8 +150,8 @@ pub(crate) fn execute(
 /// Checks that run after the command is known and before its handler: unit
 /// attentions and reservation conflicts go here. Returns false when the task
 /// has been given its ending status (it is then finished as it is).
-fn before_command(_ctx: &mut Ctx<'_>, _cmd: &'static Command, _task: &mut Task) -> bool {
-    true
+fn before_command(ctx: &mut Ctx<'_>, cmd: &'static Command, task: &mut Task) -> bool {
+    super::state::before_command(ctx, cmd, task)
 }
 
 // ---- the command index ----
@@ -262,10 +270,12 @@ pub(crate) fn sense_for(e: IoError, write: bool) -> Sense {
 
 /// A MODE SELECT on this port changed `lun`'s mode parameters: every other I_T
 /// nexus should see MODE PARAMETERS CHANGED (unit attention; SPC-4 7.5.1).
-pub(crate) fn mode_parameters_changed(_port: &ScsiPort, _lun: &Arc<Lun>) {}
+pub(crate) fn mode_parameters_changed(port: &ScsiPort, lun: &Arc<Lun>) {
+    super::ua::mode_parameters_changed(port, lun);
+}
 
 /// REQUEST SENSE: the sense this nexus has pending for `lun` (a unit attention
 /// or deferred error), taken off the queue. `None` answers NO SENSE.
-pub(crate) fn take_pending_sense(_port: &mut ScsiPort, _lun: &Arc<Lun>) -> Option<Sense> {
-    None
+pub(crate) fn take_pending_sense(port: &mut ScsiPort, lun: &Arc<Lun>) -> Option<Sense> {
+    super::ua::take_pending_sense(port, lun)
 }

@@ -251,6 +251,11 @@ pub struct Task {
     pub cmd_len: u32,
     /// Sense goes back in descriptor format (the LUN's D_SENSE is set).
     pub(crate) desc_sense: bool,
+    /// Result: the task was aborted (task management, PREEMPT AND ABORT); the
+    /// transport sends no response for it. See [`tmf`](super::tmf).
+    pub aborted: bool,
+    /// The SCSI layer's handle on the task while it holds it.
+    pub(crate) track: u32,
 }
 
 impl Task {
@@ -269,6 +274,8 @@ impl Task {
             sense: Sense::default(),
             cmd_len: 0,
             desc_sense: false,
+            aborted: false,
+            track: super::tmf::UNTRACKED,
         }
     }
 
@@ -279,6 +286,7 @@ impl Task {
         self.sense.clear();
         self.cmd_len = 0;
         self.desc_sense = false;
+        self.aborted = false;
         self.cdb = [0; MAX_CDB];
         self.cdb_len = 0;
         self.dir = DataDir::None;

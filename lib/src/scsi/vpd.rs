@@ -80,6 +80,10 @@ pub(crate) const PAGES: &[VpdPage] = &[
         build: extended_inquiry,
     },
     VpdPage {
+        code: 0x8f,
+        build: super::xcopy::third_party_copy_page,
+    },
+    VpdPage {
         code: 0xb0,
         build: block_limits,
     },
