@@ -117,9 +117,10 @@ fn residuals() {
         read_as_write,                          // 5
         none(&write10(0, 1)),                   // 6: EDTL 0
         dout(&write10(0, 1), &[b'z'; 200]),     // 7: part of a block
-        dout(&write10(0, 2), &filled(1, b'b')), // 8: one block of two
-        dout(&write10(1, 1), &a_b),             // 9: two blocks for one... at LBA 1
-        din(&read10(0, 3), 1536),               // 10
+        din(&read10(0, 2), 1024),               // 8
+        dout(&write10(0, 2), &filled(1, b'b')), // 9: one block of two
+        dout(&write10(1, 1), &a_b),             // 10: two blocks for one, at LBA 1
+        din(&read10(0, 3), 1536),               // 11
     ]));
     out[0].good();
     assert!(out[1].good().data.is_empty());
@@ -135,12 +136,15 @@ fn residuals() {
     );
     out[6].good();
     assert_eq!(out[6].cmd_len, 512);
-    out[7].check(key::ILLEGAL_REQUEST, asc::INVALID_FIELD_IN_INFORMATION_UNIT);
+    out[7].good();
     assert_eq!(out[7].cmd_len, 512);
-    out[8].good();
-    assert_eq!(out[8].cmd_len, 1024);
+    let d = &out[8].good().data;
+    assert_eq!(d[..200], [b'z'; 200], "the 200 bytes sent are written");
+    assert_eq!(d[200..], filled(2, b'a')[200..], "the rest keeps its data");
     out[9].good();
-    let d = &out[10].good().data;
+    assert_eq!(out[9].cmd_len, 1024);
+    out[10].good();
+    let d = &out[11].good().data;
     assert_eq!(d[..512], filled(1, b'b')[..], "block 0 written");
     assert_eq!(
         d[512..1024],
@@ -514,7 +518,8 @@ fn orwrite_ors_every_block() {
             read_blocks(7, 3000, BS),
             dout(&cdb16(0x8b, 0, 0), &[]),
             orwrite(4095, &filled(2, 1)),
-            dout(&cdb16(0x8b, 0, 1), &[1u8; 100]),
+            dout(&cdb16(0x8b, 0, 1), &[0x80u8; 100]),
+            read_blocks(0, 1, BS),
         ]),
     );
     out[0].good();
@@ -525,7 +530,38 @@ fn orwrite_ors_every_block() {
     );
     out[3].good();
     out[4].check(key::ILLEGAL_REQUEST, asc::LBA_OUT_OF_RANGE);
-    out[5].check(key::ILLEGAL_REQUEST, asc::INVALID_FIELD_IN_INFORMATION_UNIT);
+    out[5].good();
+    let d = &out[6].good().data;
+    assert!(d[..100].iter().all(|&b| b == 0x80), "ORed: the bytes sent");
+    assert!(d[100..].iter().all(|&b| b == 0), "and no more");
+}
+
+/// libiscsi's reservation tests write 512 bytes with a one-block WRITE(10)
+/// whatever the block size: on a 4 KiB LUN that is GOOD, the bytes land at the
+/// start of the block and the rest of it is kept.
+#[test]
+fn partial_block_on_a_4k_lun() {
+    let old: Vec<u8> = (0..3 * 4096u32).map(|i| (i % 251) as u8).collect();
+    let out = run_on(
+        64,
+        4096,
+        tasks(vec![
+            write_blocks(0, &old, 4096),
+            dout(&write10(1, 1), &[0xa6; 512]),
+            read_blocks(0, 3, 4096),
+            dout(&write10(0, 3), &[0x11; 4096 + 100]),
+            read_blocks(0, 3, 4096),
+        ]),
+    );
+    out[1].good();
+    let d = &out[2].good().data;
+    assert_eq!(d[..4096], old[..4096]);
+    assert_eq!(d[4096..4096 + 512], [0xa6; 512]);
+    assert_eq!(d[4096 + 512..], old[4096 + 512..]);
+    out[3].good();
+    let mut want = d.clone();
+    want[..4196].fill(0x11);
+    assert!(out[4].good().data == want, "two blocks, the second merged");
 }
 
 #[test]

@@ -224,22 +224,23 @@ fn pattern(task: &Task, bs: usize, len: usize, zero: bool) -> Option<IoData> {
 }
 
 /// The new blocks of a read-then-compare-and-write: the task's data from byte
-/// `at`, `len` bytes, ORed into `read` when `or`.
+/// `at`, `len` bytes, ORed into `read` when `or`. Where the task's data ends
+/// first (a last block sent in part) the blocks keep what was read.
 fn new_data(read: &IoData, task: &Task, at: usize, len: usize, or: bool) -> Option<IoData> {
     let mut out = IoData::alloc(len)?;
     let mut a = [0u8; 4096];
     let mut b = [0u8; 4096];
+    let have = task.data.len().saturating_sub(at).min(len);
     let mut off = 0;
     while off < len {
         let m = (len - off).min(a.len());
-        task.data.copy_to_slice(at + off, &mut b[..m]);
-        if or {
-            read.copy_to_slice(off, &mut a[..m]);
-            for (x, y) in b[..m].iter_mut().zip(&a[..m]) {
-                *x |= y;
-            }
+        read.copy_to_slice(off, &mut a[..m]);
+        let t = have.saturating_sub(off).min(m);
+        task.data.copy_to_slice(at + off, &mut b[..t]);
+        for (x, y) in a[..t].iter_mut().zip(&b[..t]) {
+            *x = if or { *x | y } else { *y };
         }
-        out.copy_from_slice(off, &b[..m]);
+        out.copy_from_slice(off, &a[..m]);
         off += m;
     }
     Some(out)

@@ -14,15 +14,21 @@
 //!   and the data is cut there (libiscsi's Read*Residuals and Read10Invalid:
 //!   GOOD with overflow or underflow; a read the initiator flagged as a write
 //!   gets GOOD and no data).
-//! * Writes (WRITE, WRITE AND VERIFY, ORWRITE, VERIFY with BYTCHK 01b) write
-//!   `min(cmd_len, data received)` bytes. When the initiator sends less than the
-//!   CDB asks, the blocks it did send are written and the rest are left alone
-//!   (libiscsi's Write*Residuals check that the block beyond the expected length
-//!   keeps its old data, and that EDTL 0 is GOOD). When what it sends ends
-//!   inside a block, nothing is written and the command ends with ILLEGAL
-//!   REQUEST, INVALID FIELD IN INFORMATION UNIT, which libiscsi accepts as well
-//!   as GOOD: a partial block cannot be written, and dropping it silently would
-//!   lose data the initiator believes written.
+//! * Writes (WRITE, WRITE AND VERIFY, ORWRITE) write exactly the
+//!   `min(cmd_len, data received)` bytes the initiator sent, where the CDB puts
+//!   them, and GOOD. When it sends less than the CDB asks, the blocks beyond are
+//!   left alone (libiscsi's Write*Residuals check that the block beyond the
+//!   expected length keeps its old data, and that EDTL 0 is GOOD). When what it
+//!   sends ends inside a block, that last block is merged: read, overlaid with
+//!   the bytes sent, written back by compare-and-write (atomic against other
+//!   I/O, retried if someone wrote in between). libiscsi accepts GOOD or
+//!   INVALID FIELD IN INFORMATION UNIT for a 200-byte WRITE of one block, but
+//!   its reservation tests (ProutReserve.Access*) write 512 bytes with a
+//!   one-block WRITE(10) whatever the block size, so on a 4 KiB LUN anything
+//!   but GOOD fails them; and dropping a partial block silently would lose data
+//!   the initiator believes written. (WRITE AND VERIFY skips the compare for
+//!   such a merged write.) VERIFY with BYTCHK 01b compares whole blocks and
+//!   refuses a partial one with INVALID FIELD IN INFORMATION UNIT.
 //! * Commands whose data has a fixed shape (COMPARE AND WRITE: 2 x blocks;
 //!   WRITE SAME: one block) need exactly that much, else INVALID FIELD IN CDB.
 
@@ -95,9 +101,27 @@ fn bytes(blocks: u64, bs: u64) -> u32 {
     blocks.saturating_mul(bs).min(u32::MAX as u64) as u32
 }
 
+/// The bytes of data-out a write of `len` blocks uses (see the residual policy
+/// above): what arrived, at most the CDB's length; the data is cut there.
+fn data_out_bytes(task: &mut Task, len: u64, bs: u64) -> u64 {
+    let got = (task.data.len() as u64).min(len * bs);
+    task.data.truncate(got as usize);
+    got
+}
+
+/// The I/O of a write that got `got` bytes: plain when whole blocks arrived,
+/// else with the last block merged (`partial`, see the residual policy above).
+fn write_io(op: BlockOp, partial: BlockOp, lba: u64, got: u64, bs: u64) -> BlockIo {
+    if got.is_multiple_of(bs) {
+        BlockIo::new(op, lba, got / bs)
+    } else {
+        BlockIo::new(partial, lba, got.div_ceil(bs))
+    }
+}
+
 /// How many whole blocks of data-out to use for a command that transfers
-/// `len` blocks (see the residual policy above). `None` after ending the task
-/// with INVALID FIELD IN INFORMATION UNIT (a partial block).
+/// `len` blocks. `None` after ending the task with INVALID FIELD IN
+/// INFORMATION UNIT (a partial block).
 fn data_out_blocks(task: &mut Task, len: u64, bs: u64) -> Option<u64> {
     let got = (task.data.len() as u64).min(len * bs);
     if !got.is_multiple_of(bs) {
@@ -186,14 +210,12 @@ pub(crate) fn write(ctx: &mut Ctx<'_>, mut task: Task, done: Done) {
     {
         return done.finish(task);
     }
-    let Some(blocks) = data_out_blocks(&mut task, len, bs) else {
-        return done.finish(task);
-    };
-    if blocks == 0 {
+    let got = data_out_bytes(&mut task, len, bs);
+    if got == 0 {
         return done.finish(task);
     }
     let fua = write_fua(view, !six && task.cdb[1] & 0x08 != 0);
-    let io = BlockIo::new(BlockOp::Write, lba, blocks).fua(fua);
+    let io = write_io(BlockOp::Write, BlockOp::AtomicWrite, lba, got, bs).fua(fua);
     blockio::start(view.clone(), task, done, io);
 }
 
@@ -215,10 +237,8 @@ pub(crate) fn write_and_verify(ctx: &mut Ctx<'_>, mut task: Task, done: Done) {
     if !check_range(view, &mut task, lba, len) || !check_transfer(view, &mut task, len) {
         return done.finish(task);
     }
-    let Some(blocks) = data_out_blocks(&mut task, len, bs) else {
-        return done.finish(task);
-    };
-    if blocks == 0 {
+    let got = data_out_bytes(&mut task, len, bs);
+    if got == 0 {
         return done.finish(task);
     }
     let op = if bytchk == 1 {
@@ -226,12 +246,8 @@ pub(crate) fn write_and_verify(ctx: &mut Ctx<'_>, mut task: Task, done: Done) {
     } else {
         BlockOp::Write
     };
-    blockio::start(
-        view.clone(),
-        task,
-        done,
-        BlockIo::new(op, lba, blocks).fua(true),
-    );
+    let io = write_io(op, BlockOp::AtomicWrite, lba, got, bs).fua(true);
+    blockio::start(view.clone(), task, done, io);
 }
 
 /// VERIFY(10)/(12)/(16). BYTCHK 00b reads the medium; 01b compares it with the
@@ -465,14 +481,12 @@ pub(crate) fn orwrite(ctx: &mut Ctx<'_>, mut task: Task, done: Done) {
     {
         return done.finish(task);
     }
-    let Some(blocks) = data_out_blocks(&mut task, len, bs) else {
-        return done.finish(task);
-    };
-    if blocks == 0 {
+    let got = data_out_bytes(&mut task, len, bs);
+    if got == 0 {
         return done.finish(task);
     }
     let fua = write_fua(view, task.cdb[1] & 0x08 != 0);
-    let io = BlockIo::new(BlockOp::OrWrite, lba, blocks).fua(fua);
+    let io = write_io(BlockOp::OrWrite, BlockOp::OrWrite, lba, got, bs).fua(fua);
     blockio::start(view.clone(), task, done, io);
 }
 
