@@ -396,9 +396,9 @@ fn mode_sense() {
     let ch = pages6(&out[2].good().data);
     assert_eq!(ch[0].1[2], 0x04, "WCE changeable");
     assert_eq!(
-        (ch[1].1[2], ch[1].1[4]),
-        (0x04, 0x08),
-        "D_SENSE and SWP changeable"
+        (ch[1].1[2], ch[1].1[4], ch[1].1[5]),
+        (0x04, 0x08, 0x40),
+        "D_SENSE, SWP and TAS changeable"
     );
     assert_eq!(
         pages6(&out[3].good().data)[0].1[2] & 0x04,
@@ -460,6 +460,8 @@ fn mode_select_round_trip() {
     ms10[8..12].copy_from_slice(&2048u32.to_be_bytes());
     ms10[13..16].copy_from_slice(&[0, 2, 0]);
     ms10.extend_from_slice(&caching(true));
+    let mut tas = control(false, false);
+    tas[5] |= 0x40;
     let mut ms10_bad = ms10.clone();
     ms10_bad[13..16].copy_from_slice(&[0, 0x10, 0]);
     let select10 = |p: &[u8]| {
@@ -494,6 +496,9 @@ fn mode_select_round_trip() {
         select10(&ms10).into(),                             // 21
         select10(&ms10_bad).into(),                         // 22
         mode_sense6(true, 0, 0x08, 0, 255).into(),          // 23
+        mode_select6(&select_page(&tas)).into(),            // 24: TAS on
+        mode_sense6(true, 0, 0x0a, 0, 255).into(),          // 25
+        mode_select6(&select_page(&control(false, false))).into(), // 26
     ];
     if let Some(s) = steps.get_mut(18) {
         s.task.cdb[1] = 0x01; // NDOB
@@ -549,4 +554,7 @@ fn mode_select_round_trip() {
         0x04,
         "WCE back on"
     );
+    out[24].good();
+    assert_eq!(pages6(&out[25].good().data)[0].1[5] & 0x40, 0x40, "TAS");
+    out[26].good();
 }

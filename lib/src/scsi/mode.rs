@@ -1,18 +1,21 @@
 //! Mode parameters (SPC-4 7.5, SBC-3 6.4): MODE SENSE(6)/(10), MODE SELECT(6)/(10)
 //! and the state they change.
 //!
-//! Pages: caching (08h, WCE changeable), control (0Ah, D_SENSE and SWP
+//! Pages: caching (08h, WCE changeable), control (0Ah, D_SENSE, SWP and TAS
 //! changeable) and informational exceptions control (1Ch); no subpages. The
 //! state lives in the [`Lun`](super::dev::Lun), shared by every I_T nexus on
-//! any reactor, in atomics. Saved pages are not implemented.
+//! any reactor, in atomics (TAS with the task management state, which acts on
+//! it). Saved pages are not implemented.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::cdb::{be16, be32, be64};
+use super::dev::Lun;
 use super::exec::{self, Ctx};
 use super::opcode;
 use super::sense::{asc, key, Sense};
 use super::task::Task;
+use super::tmf;
 
 /// A logical unit's changeable mode parameters.
 #[derive(Debug)]
@@ -82,9 +85,11 @@ const WCE: u8 = 0x04;
 const D_SENSE: u8 = 0x04;
 const GLTSD: u8 = 0x02;
 const SWP: u8 = 0x08;
+const TAS: u8 = 0x40;
 
 /// Builds page `code` as `pc` asks into `out`; returns its length.
-fn page(code: u8, pc: Pc, st: &ModeState, out: &mut [u8]) -> usize {
+fn page(code: u8, pc: Pc, lun: &Lun, out: &mut [u8]) -> usize {
+    let st = &lun.mode;
     let len = PAGES.iter().find(|p| p.0 == code).map_or(0, |p| p.1);
     out[..len].fill(0);
     out[0] = code;
@@ -96,6 +101,7 @@ fn page(code: u8, pc: Pc, st: &ModeState, out: &mut [u8]) -> usize {
         (CONTROL, Pc::Changeable) => {
             out[2] = D_SENSE;
             out[4] = SWP;
+            out[5] = TAS;
         }
         (CONTROL, _) => {
             // TST 000b (one task set), GLTSD (no saved log parameters),
@@ -108,6 +114,9 @@ fn page(code: u8, pc: Pc, st: &ModeState, out: &mut [u8]) -> usize {
                 }
                 if st.swp() {
                     out[4] |= SWP;
+                }
+                if lun.state.tas() {
+                    out[5] |= TAS;
                 }
             }
         }
@@ -180,7 +189,7 @@ pub(crate) fn mode_sense(ctx: &mut Ctx<'_>, task: &mut Task) {
     }
     for (c, _) in PAGES {
         if code == ALL_PAGES || code == c {
-            n += page(c, pc, st, &mut r[n..]);
+            n += page(c, pc, &view.lun, &mut r[n..]);
         }
     }
     // Device-specific parameter: WP and DPOFUA (DPO and FUA are supported).
@@ -329,8 +338,8 @@ pub(crate) fn mode_select(ctx: &mut Ctx<'_>, task: &mut Task) {
         }
         let mut cur = [0u8; 32];
         let mut mask = [0u8; 32];
-        page(code, Pc::Current, st, &mut cur);
-        page(code, Pc::Changeable, st, &mut mask);
+        page(code, Pc::Current, &view.lun, &mut cur);
+        page(code, Pc::Changeable, &view.lun, &mut mask);
         for i in 2..plen {
             let bad = (p[pos + i] ^ cur[i]) & !mask[i];
             if bad != 0 {
@@ -348,18 +357,21 @@ pub(crate) fn mode_select(ctx: &mut Ctx<'_>, task: &mut Task) {
         pos += plen;
     }
 
-    let before = (st.wce(), st.d_sense(), st.swp());
+    let lun = &view.lun;
+    let state = || (st.wce(), st.d_sense(), st.swp(), lun.state.tas());
+    let before = state();
     for &(code, at) in &seen[..count] {
         match code {
             CACHING => st.set_wce(p[at + 2] & WCE != 0),
             CONTROL => {
                 st.set_d_sense(p[at + 2] & D_SENSE != 0);
                 st.set_swp(p[at + 4] & SWP != 0);
+                tmf::set_tas(lun, p[at + 5] & TAS != 0);
             }
             _ => {}
         }
     }
-    if (st.wce(), st.d_sense(), st.swp()) != before {
+    if state() != before {
         exec::mode_parameters_changed(ctx.port, &view.lun);
     }
     // D_SENSE applies from this command's own status on.
