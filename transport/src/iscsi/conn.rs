@@ -121,13 +121,6 @@ impl Commands {
     }
 }
 
-/// A pending task-management request waiting for tasks to come back.
-struct PendingTmf {
-    itt: u32,
-    waiting_for: Vec<usize>,
-    response: pdu::TaskMgmtResponseCode,
-}
-
 struct Inner {
     sock: Socket,
     phase: Phase,
@@ -142,7 +135,6 @@ struct Inner {
     stat_sn: u32,
     /// Waiting for the socket to take more output.
     write_blocked: bool,
-    tmfs: Vec<PendingTmf>,
     /// Ticks of the last PDU received (idle connections get NOP-In pings).
     last_rx: u64,
     /// A NOP-In ping sent and not answered: its TTT and when it was sent.
@@ -190,7 +182,6 @@ impl Conn {
                 cid: 0,
                 stat_sn: 0,
                 write_blocked: false,
-                tmfs: Vec::new(),
                 last_rx: ferrite_reactor::ticks(),
                 ping: None,
                 next_ping_ttt: 1,
@@ -984,55 +975,67 @@ impl Conn {
         }
         use pdu::TaskMgmtFunction as F;
         use pdu::TaskMgmtResponseCode as R;
-        const COMPLETE: R = R::FunctionComplete;
-        const NO_TASK: R = R::TaskDoesNotExist;
-        const NOT_SUPPORTED: R = R::FunctionNotSupported;
         let lun = scsi::decode_lun(&t.lun.0);
-        let (response, waiting) = {
+        // The connection's own part: commands it still holds (waiting for
+        // Data-Out) end here; those at the SCSI layer are the SCSI layer's.
+        let itt = t.itt;
+        let ours = |c: &Command| match t.function {
+            F::AbortTask => c.itt == t.referenced_task_tag,
+            F::AbortTaskSet | F::ClearTaskSet | F::LogicalUnitReset => {
+                scsi::decode_lun(&c.lun.0) == lun
+            }
+            F::TargetWarmReset | F::TargetColdReset => true,
+            _ => false,
+        };
+        let held_here = {
             let mut guard = self.inner.borrow_mut();
             let i = &mut *guard;
-            match t.function {
-                F::AbortTask => match i.cmds.by_itt.get(&t.referenced_task_tag).copied() {
-                    Some(slot) => abort_slot(&mut i.cmds, slot, i.session.as_ref())
-                        .map_or((COMPLETE, vec![]), |s| (COMPLETE, vec![s])),
-                    None => (NO_TASK, vec![]),
-                },
-                F::AbortTaskSet | F::ClearTaskSet | F::LogicalUnitReset => {
-                    let slots: Vec<usize> = i
-                        .cmds
-                        .slots
-                        .iter()
-                        .filter(|(_, c)| scsi::decode_lun(&c.lun.0) == lun && c.itt != t.itt)
-                        .map(|(s, _)| s)
-                        .collect();
-                    let waiting = slots
-                        .into_iter()
-                        .filter_map(|s| abort_slot(&mut i.cmds, s, i.session.as_ref()))
-                        .collect();
-                    (COMPLETE, waiting)
-                }
-                F::TargetWarmReset | F::TargetColdReset => {
-                    let slots: Vec<usize> = i.cmds.slots.iter().map(|(s, _)| s).collect();
-                    let waiting = slots
-                        .into_iter()
-                        .filter_map(|s| abort_slot(&mut i.cmds, s, i.session.as_ref()))
-                        .collect();
-                    (COMPLETE, waiting)
-                }
-                _ => (NOT_SUPPORTED, vec![]),
+            let slots: Vec<usize> = i
+                .cmds
+                .slots
+                .iter()
+                .filter(|(_, c)| c.itt != itt && !c.executing && ours(c))
+                .map(|(s, _)| s)
+                .collect();
+            let n = slots.len();
+            for s in slots {
+                abort_slot(&mut i.cmds, s, i.session.as_ref());
             }
+            n
         };
-        if waiting.is_empty() {
-            self.tmf_response(t.itt, response);
-            if t.function == F::TargetColdReset {
-                self.close_after_output();
+        let me = self.me.clone();
+        let cold = t.function == F::TargetColdReset;
+        let reply = move |r: scsi::TmfResponse| {
+            let Some(conn) = me.upgrade() else {
+                return;
+            };
+            let code = match r {
+                scsi::TmfResponse::Complete => R::FunctionComplete,
+                scsi::TmfResponse::TaskNotFound if held_here > 0 => R::FunctionComplete,
+                scsi::TmfResponse::TaskNotFound => R::TaskDoesNotExist,
+                scsi::TmfResponse::LunNotFound => R::LunDoesNotExist,
+            };
+            conn.tmf_response(itt, code);
+            if cold {
+                conn.close_after_output();
             }
-        } else {
-            self.inner.borrow_mut().tmfs.push(PendingTmf {
-                itt: t.itt,
-                waiting_for: waiting,
-                response,
-            });
+            conn.flush();
+        };
+        let Some(session) = self.session() else {
+            return;
+        };
+        let mut port = session.port.borrow_mut();
+        let Some(port) = port.as_mut() else {
+            drop(port);
+            return self.tmf_response(itt, R::FunctionRejected);
+        };
+        match t.function {
+            F::AbortTask => port.abort_task(lun, t.referenced_task_tag as u64, reply),
+            F::AbortTaskSet => port.abort_task_set(lun, reply),
+            F::ClearTaskSet => port.clear_task_set(lun, reply),
+            F::LogicalUnitReset => port.lun_reset(lun, reply),
+            F::TargetWarmReset | F::TargetColdReset => port.target_reset(reply),
+            _ => self.tmf_response(itt, R::FunctionNotSupported),
         }
     }
 
@@ -1286,6 +1289,8 @@ impl TaskCallback for Conn {
             let closed = i.phase == Phase::Closed;
             match i.cmds.slots.get_mut(slot) {
                 Some(c) => {
+                    // Aborted by task management: the TMF response speaks for it.
+                    c.aborted |= task.aborted;
                     c.task = Some(task);
                     c.executing = false;
                     (closed, c.aborted)
@@ -1300,31 +1305,10 @@ impl TaskCallback for Conn {
         }
         if aborted {
             self.inner.borrow_mut().cmds.release(slot);
-            self.tmf_task_back(slot);
         } else {
             self.respond(slot);
         }
         self.flush();
-    }
-}
-
-impl Conn {
-    /// An aborted task came back: answer the task-management requests that
-    /// were waiting for it.
-    fn tmf_task_back(&self, slot: usize) {
-        let done: Vec<(u32, pdu::TaskMgmtResponseCode)> = {
-            let mut i = self.inner.borrow_mut();
-            for t in i.tmfs.iter_mut() {
-                t.waiting_for.retain(|&s| s != slot);
-            }
-            let (ready, rest): (Vec<_>, Vec<_>) =
-                i.tmfs.drain(..).partition(|t| t.waiting_for.is_empty());
-            i.tmfs = rest;
-            ready.into_iter().map(|t| (t.itt, t.response)).collect()
-        };
-        for (itt, resp) in done {
-            self.tmf_response(itt, resp);
-        }
     }
 }
 
@@ -1343,14 +1327,12 @@ fn ttt_of(slot: usize, r2t_sn: u32) -> u32 {
     ((r2t_sn & 0x7fff) << 16) | (slot as u32 & 0xffff)
 }
 
-/// Aborts the command in `slot`: one not at the SCSI layer ends now; one that
-/// is comes back later (its slot is returned to wait for).
-fn abort_slot(cmds: &mut Commands, slot: usize, session: Option<&Rc<Session>>) -> Option<usize> {
-    let c = cmds.slots.get_mut(slot)?;
-    if c.executing {
-        c.aborted = true;
-        Some(slot)
-    } else {
+/// Aborts a command the connection still holds (not at the SCSI layer).
+fn abort_slot(cmds: &mut Commands, slot: usize, session: Option<&Rc<Session>>) {
+    let Some(c) = cmds.slots.get(slot) else {
+        return;
+    };
+    if !c.executing {
         cmds.release(slot);
         // Its place in the command window is free again.
         if let Some(s) = session {
@@ -1358,6 +1340,5 @@ fn abort_slot(cmds: &mut Commands, slot: usize, session: Option<&Rc<Session>>) -
             w.outstanding = w.outstanding.saturating_sub(1);
             s.window.set(w);
         }
-        None
     }
 }

@@ -211,9 +211,12 @@ impl Session {
         }
     }
 
-    /// Ends the session: unregisters it everywhere. The SCSI port (the I_T
-    /// nexus) goes when the last task holding it is done.
+    /// Ends the session: the I_T nexus is lost (its tasks at the SCSI layer are
+    /// aborted, its SPC-2 reservations released), and it is unregistered.
     pub fn end(&self) {
+        if let Some(mut port) = self.port.borrow_mut().take() {
+            port.nexus_loss(|_| {});
+        }
         LOCAL.with(|l| {
             let mut l = l.borrow_mut();
             if l.get(&self.entry.tsih)
