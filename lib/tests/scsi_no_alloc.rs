@@ -63,7 +63,7 @@ struct Loop {
 impl Loop {
     fn send(&self, mut task: Task) {
         let i = self.round.get();
-        let write = i % 2 == 0;
+        let write = i.is_multiple_of(2);
         let lba = ((i / 2) % 200) * 8;
         let mut cdb = [0u8; 10];
         cdb[0] = if write { 0x2a } else { 0x28 };
