@@ -71,6 +71,9 @@ struct Raw {
     s: TcpStream,
     cmd_sn: u32,
     exp_stat_sn: u32,
+    /// The session to join (0: a new one), and this connection's CID.
+    tsih: u16,
+    cid: u16,
 }
 
 /// One PDU read back: its BHS and data.
@@ -93,6 +96,8 @@ impl Raw {
             s,
             cmd_sn: 1,
             exp_stat_sn: 0,
+            tsih: 0,
+            cid: 0,
         }
     }
 
@@ -123,6 +128,8 @@ impl Raw {
         bhs[0] = 0x43; // Login Request, immediate
         bhs[1] = 0x80 | (csg << 2) | nsg; // T bit
         bhs[8..14].copy_from_slice(&[0x80, 0, 0, 0x12, 0x34, 0x56]); // ISID
+        bhs[14..16].copy_from_slice(&self.tsih.to_be_bytes());
+        bhs[20..22].copy_from_slice(&self.cid.to_be_bytes());
         put_u32(&mut bhs, 16, 0x1000); // ITT
         put_u32(&mut bhs, 24, self.cmd_sn);
         put_u32(&mut bhs, 28, self.exp_stat_sn);
@@ -150,6 +157,7 @@ impl Raw {
                     String::from_utf8_lossy(&r.data)
                 );
                 self.exp_stat_sn = get_u32(&r.bhs, 24) + 1;
+                self.tsih = u16::from_be_bytes([r.bhs[14], r.bhs[15]]);
                 if r.bhs[1] & 0x80 != 0 && r.bhs[1] & 0x03 == nsg {
                     break;
                 }
@@ -404,4 +412,89 @@ fn a_thousand_connect_disconnect_cycles_leak_nothing() {
     assert!(fds1 <= fds0 + 2, "file descriptors leak: {fds0} -> {fds1}");
     assert!(rss1 < rss0 + 8 * 1024, "memory grows: {rss0} -> {rss1} KiB");
     still_serving(port);
+}
+
+/// A TEST UNIT READY; true when it is answered (GOOD, or the unit attention a
+/// new I_T nexus gets first).
+fn tur(r: &mut Raw, itt: u32) -> bool {
+    let mut bhs = [0u8; 48];
+    bhs[0] = 0x01;
+    bhs[1] = 0x81;
+    put_u32(&mut bhs, 16, itt);
+    put_u32(&mut bhs, 24, r.cmd_sn);
+    put_u32(&mut bhs, 28, r.exp_stat_sn);
+    r.cmd_sn += 1;
+    if r.send(&bhs, &[]).is_err() {
+        return false;
+    }
+    loop {
+        match r.recv() {
+            Some(p) if p.opcode() == 0x21 && get_u32(&p.bhs, 16) == itt => return p.bhs[2] == 0,
+            Some(_) => continue,
+            None => return false,
+        }
+    }
+}
+
+#[test]
+fn a_second_connection_joins_its_session_on_another_reactor() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // Two reactors: the acceptor spreads connections, so the second one lands
+    // on the other reactor and must move to its session's.
+    let t = Target::start(&["--no-default", "-m", "0x3"]);
+    t.rpc_ok(&["bdev_malloc_create", "-b", "M0", "16", "512"]);
+    t.rpc_ok(&[
+        "iscsi_create_portal_group",
+        "1",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    t.rpc_ok(&["iscsi_create_initiator_group", "1", "ANY", "127.0.0.1/32"]);
+    t.rpc_ok(&[
+        "iscsi_create_target_node",
+        IQN,
+        "mcs",
+        "M0:0",
+        "1:1",
+        "32",
+        "-d",
+    ]);
+    let mut a = Raw::connect(port);
+    a.login("HeaderDigest=None;DataDigest=None;MaxConnections=2;");
+    assert_ne!(a.tsih, 0);
+    assert!(tur(&mut a, 1));
+    let mut b = Raw::connect(port);
+    b.tsih = a.tsih;
+    b.cid = 1;
+    b.cmd_sn = a.cmd_sn;
+    b.login("HeaderDigest=None;DataDigest=None;");
+    assert_eq!(b.tsih, a.tsih, "joined the same session");
+    // Commands on either connection share the session's CmdSN sequence.
+    b.cmd_sn = a.cmd_sn;
+    assert!(tur(&mut b, 2), "the joined connection serves");
+    a.cmd_sn = b.cmd_sn;
+    assert!(tur(&mut a, 3), "the leading connection still serves");
+    let conns = t.rpc_ok(&["iscsi_get_connections"]);
+    let n = conns
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["tsih"] == a.tsih)
+        .count();
+    assert_eq!(n, 2, "{conns}");
+    let cores: std::collections::HashSet<_> = conns
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["tsih"] == a.tsih)
+        .map(|c| c["lcore_id"].clone())
+        .collect();
+    assert_eq!(
+        cores.len(),
+        1,
+        "a session's connections share a reactor: {conns}"
+    );
 }

@@ -118,6 +118,16 @@ impl Socket {
         let _ = self.inner.shutdown(Shutdown::Both);
     }
 
+    /// A second handle on the same connection (for moving it between reactors:
+    /// the old handle is then dropped without `shutdown`).
+    pub fn try_clone(&self) -> io::Result<Socket> {
+        Ok(Socket {
+            inner: self.inner.try_clone()?,
+            local: self.local,
+            peer: self.peer,
+        })
+    }
+
     /// Hands the socket to another thread (a connection moving reactors).
     pub fn into_parts(self) -> (TcpStream, SocketAddr, SocketAddr) {
         (self.inner, self.local, self.peer)

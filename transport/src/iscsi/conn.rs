@@ -90,6 +90,16 @@ struct Command {
     aborted: bool,
 }
 
+/// What a connection carries to the reactor of the session it joins.
+struct Moved {
+    sock: Socket,
+    cid: u16,
+    stat_sn: u32,
+    params: ConnectionParams,
+    initiator_name: String,
+    tsih: u16,
+}
+
 /// A connection's commands, by slot (the TTT and the SCSI tag carry the slot).
 struct Commands {
     slots: Slab<Command>,
@@ -1121,23 +1131,120 @@ impl Conn {
         }
         if let Some(done) = step.done {
             i.params = done.conn_params;
-            i.session_params = done.session.entry.params;
             i.cid = done.cid;
             i.stat_sn = done.next_stat_sn;
             i.initiator_name = done.initiator_name;
-            i.target_name = done.session.entry.target.clone();
             i.recv.digests = Digests {
                 header: i.params.header_digest == DigestType::Crc32c,
                 data: i.params.data_digest == DigestType::Crc32c,
             };
             i.send.digests = i.recv.digests;
-            done.session.add_conn(&self.rc());
-            i.session = Some(done.session);
-            i.phase = Phase::FullFeature;
-            drop(guard);
-            let reactor = ferrite_reactor::current_index().unwrap_or(0);
-            super::service::connection_up(self.id, self.describe(reactor));
+            match (done.session, done.remote) {
+                (Some(session), _) => {
+                    i.session_params = session.entry.params;
+                    i.target_name = session.entry.target.clone();
+                    session.add_conn(&self.rc());
+                    i.session = Some(session);
+                    i.phase = Phase::FullFeature;
+                    drop(guard);
+                    let reactor = ferrite_reactor::current_index().unwrap_or(0);
+                    super::service::connection_up(self.id, self.describe(reactor));
+                }
+                (None, Some(entry)) => {
+                    drop(guard);
+                    self.move_to_session(entry);
+                }
+                (None, None) => {
+                    i.phase = Phase::Closing;
+                }
+            }
         }
+    }
+
+    /// A connection that joined a session living on another reactor goes
+    /// there, once its final Login Response is on the wire (the initiator
+    /// sends nothing before it, so no input is left behind).
+    fn move_to_session(&self, entry: std::sync::Arc<super::session::SessionEntry>) {
+        self.flush();
+        let moved = {
+            let mut guard = self.inner.borrow_mut();
+            let i = &mut *guard;
+            if !i.send.is_empty() || i.recv.buffered() > 0 || i.phase == Phase::Closed {
+                None
+            } else {
+                i.sock.try_clone().ok().map(|sock| Moved {
+                    sock,
+                    cid: i.cid,
+                    stat_sn: i.stat_sn,
+                    params: i.params,
+                    initiator_name: std::mem::take(&mut i.initiator_name),
+                    tsih: entry.tsih,
+                })
+            }
+        };
+        let Some(moved) = moved else {
+            return self.close("could not move to its session's reactor");
+        };
+        // Let go of this copy of the socket without shutting the connection.
+        self.inner.borrow_mut().phase = Phase::Closed;
+        super::group::remove(self);
+        let portal = self.portal;
+        let (stream, local, peer) = moved.sock.into_parts();
+        let (cid, stat_sn, params, initiator_name, tsih) = (
+            moved.cid,
+            moved.stat_sn,
+            moved.params,
+            moved.initiator_name,
+            moved.tsih,
+        );
+        let msg = Box::new(move || {
+            let sock = Socket::from_parts(stream, local, peer);
+            super::group::add_joined(sock, portal, |conn| {
+                conn.join(tsih, cid, stat_sn, params, initiator_name)
+            });
+        });
+        if let Err(e) = ferrite_reactor::send(entry.reactor, msg) {
+            tracing::error!(
+                "conn {}: cannot move to reactor {}: {e}",
+                self.id,
+                entry.reactor
+            );
+        }
+    }
+
+    /// Puts a connection that moved here into its session, in the full
+    /// feature phase. False if the session is gone.
+    pub fn join(
+        &self,
+        tsih: u16,
+        cid: u16,
+        stat_sn: u32,
+        params: ConnectionParams,
+        initiator_name: String,
+    ) -> bool {
+        let Some(session) = Session::local(tsih) else {
+            return false;
+        };
+        {
+            let mut i = self.inner.borrow_mut();
+            i.params = params;
+            i.cid = cid;
+            i.stat_sn = stat_sn;
+            i.initiator_name = initiator_name;
+            i.recv.digests = Digests {
+                header: params.header_digest == DigestType::Crc32c,
+                data: params.data_digest == DigestType::Crc32c,
+            };
+            i.send.digests = i.recv.digests;
+            i.session_params = session.entry.params;
+            i.target_name = session.entry.target.clone();
+            session.add_conn(&self.rc());
+            i.session = Some(session);
+            i.phase = Phase::FullFeature;
+        }
+        let reactor = ferrite_reactor::current_index().unwrap_or(0);
+        super::service::connection_up(self.id, self.describe(reactor));
+        true
     }
 
     // ---- output and closing ----

@@ -15,7 +15,7 @@ use ferrite_lib::target::{self as model, ModelSnapshot};
 use super::chap::{ChapCredential, ChapSecret};
 use super::conn::PortalInfo;
 use super::login::{Login, LoginContext, LoginOutcome, LoginProgress};
-use super::params::{AllowedDigests, ConnectionParams, SessionParams, SessionType, TargetLimits};
+use super::params::{AllowedDigests, ConnectionParams, SessionType, TargetLimits};
 use super::pdu::{Bhs, Isid, LoginRequest, LoginStatus, RejectReason, TextRequest};
 use super::policy::{
     AuthConfig, ChapMode, DiscoveryService, InitiatorInfo, LoginPolicy, Portal, Refusal,
@@ -278,11 +278,10 @@ impl LoginPolicy for ModelPolicy {
                 {
                     return Err(LoginStatus::CANT_INCLUDE_IN_SESSION.into());
                 }
-                // A session's connections live on its reactor.
-                if entry.reactor != reactor {
-                    return Err(LoginStatus::CANT_INCLUDE_IN_SESSION.into());
-                }
-                let conns = Session::local(entry.tsih).map_or(0, |s| s.live_conns().len());
+                // (A connection that came in on another reactor moves to the
+                // session's once its login is answered.)
+                let _ = reactor;
+                let conns = entry.conns.load(std::sync::atomic::Ordering::Acquire);
                 if conns >= entry.params.max_connections as usize {
                     return Err(LoginStatus::TOO_MANY_CONNECTIONS.into());
                 }
@@ -296,7 +295,11 @@ impl LoginPolicy for ModelPolicy {
 
 /// What a finished login hands the connection.
 pub(crate) struct LoginDone {
-    pub session: Rc<Session>,
+    /// The session, when it lives on this reactor.
+    pub session: Option<Rc<Session>>,
+    /// The session this connection joins on another reactor: the connection
+    /// moves there.
+    pub remote: Option<Arc<SessionEntry>>,
     pub conn_params: ConnectionParams,
     pub cid: u16,
     pub next_stat_sn: u32,
@@ -364,17 +367,26 @@ impl LoginDriver {
                 }
             }
             LoginProgress::Complete(outcome) => match self.start_session(&policy, &outcome) {
-                Ok(session) => {
+                Ok(place) => {
+                    let (session, remote) = match place {
+                        Ok(s) => (Some(s), None),
+                        Err(entry) => (None, Some(entry)),
+                    };
+                    let tsih = session
+                        .as_ref()
+                        .map(|s| s.entry.tsih)
+                        .or(remote.as_ref().map(|e| e.tsih))
+                        .unwrap_or(0);
                     tracing::info!(
-                        "login: {} to {} (tsih {}, {:?}) from {}",
+                        "login: {} to {} (tsih {tsih}, {:?}) from {}",
                         outcome.initiator_name,
                         outcome.target_name.as_deref().unwrap_or("discovery"),
-                        session.entry.tsih,
                         outcome.session_type,
                         portal.peer
                     );
                     step.done = Some(LoginDone {
                         session,
+                        remote,
                         conn_params: outcome.conn_params,
                         cid: outcome.cid,
                         next_stat_sn: outcome.next_stat_sn,
@@ -394,9 +406,13 @@ impl LoginDriver {
         &self,
         policy: &ModelPolicy,
         outcome: &LoginOutcome,
-    ) -> Result<Rc<Session>, String> {
+    ) -> Result<Result<Rc<Session>, Arc<SessionEntry>>, String> {
         if let Some(entry) = &policy.joined {
+            if ferrite_reactor::current_index() != Some(entry.reactor) {
+                return Ok(Err(entry.clone()));
+            }
             return Session::local(entry.tsih)
+                .map(Ok)
                 .ok_or_else(|| "the session ended during login".to_string());
         }
         let (entry, old) = policy
@@ -423,14 +439,12 @@ impl LoginDriver {
             }
             _ => (None, 1),
         };
-        let params: SessionParams = outcome.session_params;
-        let _ = params;
-        Ok(Session::start(
+        Ok(Ok(Session::start(
             entry,
             port,
             outcome.exp_cmd_sn,
             depth.max(1),
-        ))
+        )))
     }
 
     /// Handles a Text Request in the full feature phase.

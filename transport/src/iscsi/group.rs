@@ -63,10 +63,20 @@ fn group() -> Rc<Group> {
 
 /// Takes a new connection on this reactor.
 pub(crate) fn add(sock: Socket, portal: PortalInfo) {
+    add_joined(sock, portal, |_| true);
+}
+
+/// Takes a connection on this reactor; `setup` prepares it first (a
+/// connection moving here to join its session) and may refuse it.
+pub(crate) fn add_joined(sock: Socket, portal: PortalInfo, setup: impl FnOnce(&Rc<Conn>) -> bool) {
     use std::os::fd::AsRawFd;
     let g = group();
     let fd = sock.as_raw_fd();
     let conn = Conn::new(sock, portal, LoginDriver::new(portal, false));
+    if !setup(&conn) {
+        conn.close("its session is gone");
+        return;
+    }
     let token = g.conns.borrow_mut().insert(Entry {
         conn: conn.clone(),
         watching_out: false,

@@ -10,7 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::num::NonZeroU16;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferrite_lib::scsi::ScsiPort;
@@ -31,6 +31,9 @@ pub(crate) struct SessionEntry {
     pub params: SessionParams,
     /// Set when the session is being closed (reinstated, target deleted, shutdown).
     pub closing: AtomicBool,
+    /// Connections in the session now (checked against MaxConnections by
+    /// logins on any reactor).
+    pub conns: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -90,6 +93,7 @@ pub(crate) fn create_entry(
         reactor,
         params,
         closing: AtomicBool::new(false),
+        conns: AtomicUsize::new(0),
     });
     reg.sessions.push(entry.clone());
     if let Some(o) = &old {
@@ -190,6 +194,7 @@ impl Session {
         let mut conns = self.conns.borrow_mut();
         conns.retain(|c| c.strong_count() > 0);
         conns.push(Rc::downgrade(conn));
+        self.entry.conns.store(conns.len(), Ordering::Release);
     }
 
     pub fn live_conns(&self) -> Vec<Rc<Conn>> {
@@ -204,6 +209,7 @@ impl Session {
     pub fn remove_conn(&self, conn: &Conn) {
         let mut conns = self.conns.borrow_mut();
         conns.retain(|c| c.upgrade().is_some_and(|c| !std::ptr::eq(&*c, conn)));
+        self.entry.conns.store(conns.len(), Ordering::Release);
         let empty = conns.is_empty();
         drop(conns);
         if empty {
