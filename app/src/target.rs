@@ -120,6 +120,30 @@ fn registries() -> (Arc<Methods>, Arc<Subsystems>) {
     (Arc::new(methods), subsystems)
 }
 
+/// Says what the target serves: each iSCSI target node with its LUNs and portals.
+fn log_exports() {
+    let snap = ferrite_lib::target::snapshot();
+    for node in &snap.target_nodes {
+        let luns: Vec<String> = node
+            .luns
+            .iter()
+            .map(|l| format!("LUN {} = {}", l.id, l.bdev_name))
+            .collect();
+        let portals: Vec<String> = node
+            .pg_maps
+            .iter()
+            .filter_map(|m| snap.portal_group(m.pg_tag))
+            .flat_map(|pg| pg.portals.iter().map(|p| format!("{}:{}", p.host, p.port)))
+            .collect();
+        tracing::info!(
+            "iSCSI target {} ({}) on {}",
+            node.name,
+            luns.join(", "),
+            portals.join(" ")
+        );
+    }
+}
+
 /// Starts the shutdown sequence from any reactor.
 fn request_shutdown(reason: &'static str) {
     let msg = Box::new(move || with_target(|t| t.request_shutdown(reason)));
@@ -218,6 +242,7 @@ impl Target {
             Ok(server) => {
                 *self.rpc.borrow_mut() = Some(server);
                 self.phase.set(Phase::Running);
+                log_exports();
                 tracing::info!("ferrite-tgt ready: RPC on {}", self.rpc_socket.display());
             }
             Err(e) => self.fail(e.to_string()),

@@ -498,3 +498,36 @@ fn a_second_connection_joins_its_session_on_another_reactor() {
         "a session's connections share a reactor: {conns}"
     );
 }
+
+#[test]
+fn the_target_asks_initiators_to_log_out_before_it_stops() {
+    let (mut t, port) = start();
+    let mut r = Raw::connect(port);
+    r.login("HeaderDigest=None;DataDigest=None;");
+    // SIGTERM: the target sends an Async Message (event 1, "logout requested").
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(t.child.id() as i32, libc::SIGTERM) };
+    let mut asked = false;
+    while let Some(p) = r.recv() {
+        if p.opcode() == 0x32 && p.bhs[36] == 1 {
+            asked = true;
+            // Log out as asked.
+            let mut bhs = [0u8; 48];
+            bhs[0] = 0x46;
+            bhs[1] = 0x80;
+            put_u32(&mut bhs, 16, 0x55);
+            put_u32(&mut bhs, 24, r.cmd_sn);
+            put_u32(&mut bhs, 28, r.exp_stat_sn);
+            let _ = r.send(&bhs, &[]);
+        }
+        if p.opcode() == 0x26 {
+            break;
+        }
+    }
+    assert!(asked, "no Async Message before shutdown");
+    assert!(
+        t.wait_exit(Duration::from_secs(30)).success(),
+        "{}",
+        t.log_text()
+    );
+}

@@ -33,6 +33,8 @@ pub(crate) const MAX_TRANSFER: u32 = 64 << 20;
 const TASK_POOL: usize = 128;
 /// PDUs handled per readiness event before yielding to other connections.
 const PDU_BUDGET: usize = 64;
+/// How long a connection may take between login PDUs.
+const LOGIN_TIMEOUT_SECS: u64 = 15;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1333,6 +1335,14 @@ impl Conn {
         let ping = {
             let mut guard = self.inner.borrow_mut();
             let i = &mut *guard;
+            // A login that stalls (or a peer that never logs in) is dropped.
+            if i.phase == Phase::Login
+                && now.wrapping_sub(i.last_rx) > LOGIN_TIMEOUT_SECS * ferrite_reactor::tick_rate()
+            {
+                drop(guard);
+                self.close("login timed out");
+                return;
+            }
             if i.phase != Phase::FullFeature || interval == 0 {
                 return;
             }
