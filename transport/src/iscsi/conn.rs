@@ -164,6 +164,8 @@ pub(crate) struct Conn {
     pub portal: PortalInfo,
     /// The connection's slot in its reactor's poll group.
     pub token: Cell<usize>,
+    /// Queued in the group's list of connections to flush.
+    pub flush_queued: Cell<bool>,
     me: Weak<Conn>,
     inner: RefCell<Inner>,
 }
@@ -176,6 +178,7 @@ impl Conn {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             portal,
             token: Cell::new(usize::MAX),
+            flush_queued: Cell::new(false),
             me: me.clone(),
             inner: RefCell::new(Inner {
                 sock,
@@ -1425,7 +1428,8 @@ impl TaskCallback for Conn {
         } else {
             self.respond(slot);
         }
-        self.flush();
+        // Written once per poll for all the tasks that finished meanwhile.
+        super::group::flush_soon(self);
     }
 }
 

@@ -34,6 +34,9 @@ struct Group {
     reactor: usize,
     pollset: PollSet,
     conns: RefCell<Slab<Entry>>,
+    /// Connections with output queued since the last poll (task completions):
+    /// flushed together, one write each, however many tasks finished.
+    to_flush: RefCell<Vec<Rc<Conn>>>,
 }
 
 thread_local! {
@@ -54,6 +57,7 @@ fn group() -> Rc<Group> {
         reactor,
         pollset,
         conns: RefCell::new(Slab::with_capacity(64)),
+        to_flush: RefCell::new(Vec::with_capacity(64)),
     });
     GROUP.with(|s| *s.borrow_mut() = Some(g.clone()));
     reactor::register_poller("iscsi_conns", poll);
@@ -94,6 +98,25 @@ pub(crate) fn add_joined(sock: Socket, portal: PortalInfo, setup: impl FnOnce(&R
         portal.peer,
         g.reactor
     );
+}
+
+/// Writes `conn`'s queued output at this reactor's next poll.
+pub(crate) fn flush_soon(conn: &Conn) {
+    if conn.flush_queued.replace(true) {
+        return;
+    }
+    let Some(g) = GROUP.with(|g| g.borrow().clone()) else {
+        return conn.flush();
+    };
+    let token = conn.token.get();
+    let entry = g.conns.borrow().get(token).map(|e| e.conn.clone());
+    match entry {
+        Some(c) if std::ptr::eq(&*c, conn) => g.to_flush.borrow_mut().push(c),
+        _ => {
+            conn.flush_queued.set(false);
+            conn.flush();
+        }
+    }
 }
 
 /// Forgets a closed connection.
@@ -140,9 +163,19 @@ fn poll() -> Poll {
     if g.conns.borrow().is_empty() {
         return Poll::Idle;
     }
+    let mut flushed = false;
+    loop {
+        let next = g.to_flush.borrow_mut().pop();
+        let Some(c) = next else {
+            break;
+        };
+        c.flush_queued.set(false);
+        c.flush();
+        flushed = true;
+    }
     let mut tokens = [0u64; 64];
     let n = g.pollset.ready(&mut tokens);
-    let mut busy = n > 0;
+    let mut busy = n > 0 || flushed;
     for &t in &tokens[..n] {
         service(&g, t as usize);
     }
