@@ -1,6 +1,8 @@
 //! Harness for tests that run the real `ferrite-tgt` and drive it through the
 //! real `app/rpc.py`, as an operator would.
 
+pub mod raw;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -5,11 +5,11 @@
 //! or a closed connection — and the target must go on serving everyone else
 //! (checked with libiscsi's iscsi-inq after every case) without leaking.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ferrite_tests::raw::{get_u32, put_u32, tur, Raw};
 use ferrite_tests::Target;
 
 const IQN: &str = "iqn.2026-11.io.ferrite:wire";
@@ -58,174 +58,6 @@ fn still_serving(port: u16) {
     );
 }
 
-fn put_u32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
-}
-
-fn get_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-/// A minimal initiator: enough to log in and send hand-made PDUs.
-struct Raw {
-    s: TcpStream,
-    cmd_sn: u32,
-    exp_stat_sn: u32,
-    /// The session to join (0: a new one), and this connection's CID.
-    tsih: u16,
-    cid: u16,
-}
-
-/// One PDU read back: its BHS and data.
-struct Pdu {
-    bhs: [u8; 48],
-    data: Vec<u8>,
-}
-
-impl Pdu {
-    fn opcode(&self) -> u8 {
-        self.bhs[0] & 0x3f
-    }
-}
-
-impl Raw {
-    fn connect(port: u16) -> Raw {
-        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        Raw {
-            s,
-            cmd_sn: 1,
-            exp_stat_sn: 0,
-            tsih: 0,
-            cid: 0,
-        }
-    }
-
-    fn send(&mut self, bhs: &[u8; 48], data: &[u8]) -> std::io::Result<()> {
-        let mut buf = bhs.to_vec();
-        buf[5..8].copy_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
-        buf.extend_from_slice(data);
-        while !buf.len().is_multiple_of(4) {
-            buf.push(0);
-        }
-        self.s.write_all(&buf)
-    }
-
-    /// The next PDU, or None when the target closed the connection (or said
-    /// nothing within the timeout).
-    fn recv(&mut self) -> Option<Pdu> {
-        let mut bhs = [0u8; 48];
-        self.s.read_exact(&mut bhs).ok()?;
-        let len = u32::from_be_bytes([0, bhs[5], bhs[6], bhs[7]]) as usize;
-        let mut data = vec![0u8; (len + 3) & !3];
-        self.s.read_exact(&mut data).ok()?;
-        data.truncate(len);
-        Some(Pdu { bhs, data })
-    }
-
-    fn login_pdu(&self, csg: u8, nsg: u8, keys: &str) -> ([u8; 48], Vec<u8>) {
-        let mut bhs = [0u8; 48];
-        bhs[0] = 0x43; // Login Request, immediate
-        bhs[1] = 0x80 | (csg << 2) | nsg; // T bit
-        bhs[8..14].copy_from_slice(&[0x80, 0, 0, 0x12, 0x34, 0x56]); // ISID
-        bhs[14..16].copy_from_slice(&self.tsih.to_be_bytes());
-        bhs[20..22].copy_from_slice(&self.cid.to_be_bytes());
-        put_u32(&mut bhs, 16, 0x1000); // ITT
-        put_u32(&mut bhs, 24, self.cmd_sn);
-        put_u32(&mut bhs, 28, self.exp_stat_sn);
-        let data = keys.replace(';', "\0").into_bytes();
-        (bhs, data)
-    }
-
-    /// Logs in to the full feature phase with `op_keys` (`;`-separated),
-    /// repeating a stage (with no new keys) until the target transits.
-    fn login(&mut self, op_keys: &str) {
-        let keys = format!(
-            "InitiatorName=iqn.2026-11.test:raw;TargetName={IQN};SessionType=Normal;AuthMethod=None;"
-        );
-        for (csg, nsg, first_keys) in [(0u8, 1u8, keys.as_str()), (1, 3, op_keys)] {
-            let mut keys = first_keys.to_string();
-            for _ in 0..4 {
-                let (bhs, data) = self.login_pdu(csg, nsg, &keys);
-                self.send(&bhs, &data).unwrap();
-                let r = self.recv().expect("login response");
-                assert_eq!(r.opcode(), 0x23);
-                assert_eq!(
-                    (r.bhs[36], r.bhs[37]),
-                    (0, 0),
-                    "login refused: {}",
-                    String::from_utf8_lossy(&r.data)
-                );
-                self.exp_stat_sn = get_u32(&r.bhs, 24) + 1;
-                self.tsih = u16::from_be_bytes([r.bhs[14], r.bhs[15]]);
-                if r.bhs[1] & 0x80 != 0 && r.bhs[1] & 0x03 == nsg {
-                    break;
-                }
-                // The target offered keys it needs answers to: accept them
-                // (not what we sent already, nor its own declarations).
-                let sent: Vec<String> = keys
-                    .split(';')
-                    .filter_map(|kv| kv.split('=').next())
-                    .map(str::to_string)
-                    .collect();
-                keys = String::from_utf8_lossy(&r.data)
-                    .split('\0')
-                    .filter(|kv| {
-                        let k = kv.split('=').next().unwrap_or("");
-                        !kv.is_empty()
-                            && !sent.iter().any(|s| s == k)
-                            && ![
-                                "TargetPortalGroupTag",
-                                "TargetAlias",
-                                "MaxRecvDataSegmentLength",
-                            ]
-                            .contains(&k)
-                    })
-                    .map(|kv| format!("{kv};"))
-                    .collect();
-            }
-        }
-    }
-
-    /// A NOP-Out ping; true when the target answers it.
-    fn ping(&mut self) -> bool {
-        let mut bhs = [0u8; 48];
-        bhs[0] = 0x40; // NOP-Out, immediate
-        bhs[1] = 0x80;
-        put_u32(&mut bhs, 16, 0x7777);
-        put_u32(&mut bhs, 20, 0xffff_ffff);
-        put_u32(&mut bhs, 24, self.cmd_sn);
-        put_u32(&mut bhs, 28, self.exp_stat_sn);
-        if self.send(&bhs, b"ping").is_err() {
-            return false;
-        }
-        loop {
-            match self.recv() {
-                Some(p) if p.opcode() == 0x20 && get_u32(&p.bhs, 16) == 0x7777 => {
-                    return p.data == b"ping"
-                }
-                Some(_) => continue,
-                None => return false,
-            }
-        }
-    }
-
-    /// A SCSI WRITE(10) of `blocks` at LBA 0 without data: the target answers R2T.
-    fn write10_header(&mut self, itt: u32, blocks: u16) -> [u8; 48] {
-        let mut bhs = [0u8; 48];
-        bhs[0] = 0x01;
-        bhs[1] = 0x80 | 0x20 | 0x01; // F, W, simple
-        put_u32(&mut bhs, 16, itt);
-        put_u32(&mut bhs, 20, blocks as u32 * 512);
-        put_u32(&mut bhs, 24, self.cmd_sn);
-        put_u32(&mut bhs, 28, self.exp_stat_sn);
-        self.cmd_sn += 1;
-        bhs[32] = 0x2a;
-        bhs[39..41].copy_from_slice(&blocks.to_be_bytes());
-        bhs
-    }
-}
-
 /// What the target did with a bad PDU: answered a Reject, or closed.
 fn rejected_or_closed(r: &mut Raw) -> &'static str {
     match r.recv() {
@@ -242,7 +74,7 @@ fn malformed_pdus_get_a_reject_or_a_closed_connection() {
     // Random bytes before any login.
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..10 {
-        let mut r = Raw::connect(port);
+        let mut r = Raw::connect(port, IQN);
         r.s.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
         let mut junk = [0u8; 512];
@@ -258,7 +90,7 @@ fn malformed_pdus_get_a_reject_or_a_closed_connection() {
     still_serving(port);
 
     // An unknown opcode in the full feature phase: Reject, connection kept.
-    let mut r = Raw::connect(port);
+    let mut r = Raw::connect(port, IQN);
     r.login("HeaderDigest=None;DataDigest=None;MaxRecvDataSegmentLength=65536;");
     let mut bhs = [0u8; 48];
     bhs[0] = 0x1c;
@@ -279,7 +111,7 @@ fn malformed_pdus_get_a_reject_or_a_closed_connection() {
     still_serving(port);
 
     // A login without InitiatorName: refused with 0x0207.
-    let mut r = Raw::connect(port);
+    let mut r = Raw::connect(port, IQN);
     let (bhs, data) = r.login_pdu(
         0,
         1,
@@ -291,7 +123,7 @@ fn malformed_pdus_get_a_reject_or_a_closed_connection() {
     assert!(r.recv().is_none(), "a refused login closes");
 
     // A login to a target that does not exist: 0x0203.
-    let mut r = Raw::connect(port);
+    let mut r = Raw::connect(port, IQN);
     let (bhs, data) = r.login_pdu(
         0,
         1,
@@ -302,7 +134,7 @@ fn malformed_pdus_get_a_reject_or_a_closed_connection() {
     assert_eq!((p.bhs[36], p.bhs[37]), (0x02, 0x03));
 
     // A bad header digest: the connection closes (error recovery level 0).
-    let mut r = Raw::connect(port);
+    let mut r = Raw::connect(port, IQN);
     r.login("HeaderDigest=CRC32C;DataDigest=None;");
     let mut bhs = [0u8; 48];
     bhs[0] = 0x40;
@@ -322,7 +154,7 @@ fn malformed_pdus_get_a_reject_or_a_closed_connection() {
 #[test]
 fn commands_outside_the_cmdsn_window_are_ignored() {
     let (_t, port) = start();
-    let mut r = Raw::connect(port);
+    let mut r = Raw::connect(port, IQN);
     r.login("HeaderDigest=None;DataDigest=None;");
     // TEST UNIT READY with a CmdSN far ahead of the window.
     let mut bhs = [0u8; 48];
@@ -346,7 +178,7 @@ fn commands_outside_the_cmdsn_window_are_ignored() {
 fn an_initiator_vanishing_mid_write_leaves_the_target_serving() {
     let (_t, port) = start();
     for round in 0..20 {
-        let mut r = Raw::connect(port);
+        let mut r = Raw::connect(port, IQN);
         r.login("HeaderDigest=None;DataDigest=None;InitialR2T=Yes;ImmediateData=No;");
         // Several writes, each answered with an R2T we never satisfy.
         for i in 0..4 {
@@ -390,14 +222,14 @@ fn a_thousand_connect_disconnect_cycles_leak_nothing() {
     let pid = t.child.id();
     // Warm up, then measure.
     for _ in 0..50 {
-        let mut r = Raw::connect(port);
+        let mut r = Raw::connect(port, IQN);
         r.login("HeaderDigest=None;DataDigest=None;");
     }
     std::thread::sleep(Duration::from_millis(300));
     let (fds0, rss0) = (open_fds(pid), rss_kib(pid));
     let start = Instant::now();
     for i in 0..1000 {
-        let mut r = Raw::connect(port);
+        let mut r = Raw::connect(port, IQN);
         if i % 2 == 0 {
             r.login("HeaderDigest=None;DataDigest=None;");
         }
@@ -412,28 +244,6 @@ fn a_thousand_connect_disconnect_cycles_leak_nothing() {
     assert!(fds1 <= fds0 + 2, "file descriptors leak: {fds0} -> {fds1}");
     assert!(rss1 < rss0 + 8 * 1024, "memory grows: {rss0} -> {rss1} KiB");
     still_serving(port);
-}
-
-/// A TEST UNIT READY; true when it is answered (GOOD, or the unit attention a
-/// new I_T nexus gets first).
-fn tur(r: &mut Raw, itt: u32) -> bool {
-    let mut bhs = [0u8; 48];
-    bhs[0] = 0x01;
-    bhs[1] = 0x81;
-    put_u32(&mut bhs, 16, itt);
-    put_u32(&mut bhs, 24, r.cmd_sn);
-    put_u32(&mut bhs, 28, r.exp_stat_sn);
-    r.cmd_sn += 1;
-    if r.send(&bhs, &[]).is_err() {
-        return false;
-    }
-    loop {
-        match r.recv() {
-            Some(p) if p.opcode() == 0x21 && get_u32(&p.bhs, 16) == itt => return p.bhs[2] == 0,
-            Some(_) => continue,
-            None => return false,
-        }
-    }
 }
 
 #[test]
@@ -462,11 +272,11 @@ fn a_second_connection_joins_its_session_on_another_reactor() {
         "32",
         "-d",
     ]);
-    let mut a = Raw::connect(port);
+    let mut a = Raw::connect(port, IQN);
     a.login("HeaderDigest=None;DataDigest=None;MaxConnections=2;");
     assert_ne!(a.tsih, 0);
     assert!(tur(&mut a, 1));
-    let mut b = Raw::connect(port);
+    let mut b = Raw::connect(port, IQN);
     b.tsih = a.tsih;
     b.cid = 1;
     b.cmd_sn = a.cmd_sn;
@@ -502,7 +312,7 @@ fn a_second_connection_joins_its_session_on_another_reactor() {
 #[test]
 fn the_target_asks_initiators_to_log_out_before_it_stops() {
     let (mut t, port) = start();
-    let mut r = Raw::connect(port);
+    let mut r = Raw::connect(port, IQN);
     r.login("HeaderDigest=None;DataDigest=None;");
     // SIGTERM: the target sends an Async Message (event 1, "logout requested").
     // SAFETY: kill(2) on our own child.

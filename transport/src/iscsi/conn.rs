@@ -156,6 +156,8 @@ struct Inner {
     target_name: Option<String>,
     /// The command admitted from the header just framed (before its data).
     admitted: Option<(u32, usize)>,
+    /// Slots whose last PDU went out, during one flush.
+    released: Vec<usize>,
 }
 
 /// A connection.
@@ -203,6 +205,7 @@ impl Conn {
                 initiator_name: String::new(),
                 target_name: None,
                 admitted: None,
+                released: Vec::with_capacity(TASK_POOL),
             }),
         })
     }
@@ -1261,16 +1264,18 @@ impl Conn {
         if i.phase == Phase::Closed {
             return;
         }
-        let mut released = Vec::new();
+        // A list kept across calls, so flushing allocates nothing.
+        let mut released = std::mem::take(&mut i.released);
         let res = {
             let Inner {
                 send, sock, cmds, ..
             } = i;
             send.flush(sock, cmds, &mut |slot| released.push(slot))
         };
-        for slot in released {
+        for slot in released.drain(..) {
             i.cmds.release(slot);
         }
+        i.released = released;
         match res {
             Ok(f) => {
                 i.write_blocked = f.blocked;

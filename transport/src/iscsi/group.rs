@@ -37,6 +37,8 @@ struct Group {
     /// Connections with output queued since the last poll (task completions):
     /// flushed together, one write each, however many tasks finished.
     to_flush: RefCell<Vec<Rc<Conn>>>,
+    /// The connections being ticked (kept to reuse its allocation).
+    ticking: RefCell<Vec<Rc<Conn>>>,
 }
 
 thread_local! {
@@ -58,6 +60,7 @@ fn group() -> Rc<Group> {
         pollset,
         conns: RefCell::new(Slab::with_capacity(64)),
         to_flush: RefCell::new(Vec::with_capacity(64)),
+        ticking: RefCell::new(Vec::with_capacity(64)),
     });
     GROUP.with(|s| *s.borrow_mut() = Some(g.clone()));
     reactor::register_poller("iscsi_conns", poll);
@@ -223,8 +226,14 @@ fn service(g: &Group, token: usize) {
 }
 
 fn tick() -> Poll {
-    let conns = local_conns();
+    let Some(g) = GROUP.with(|g| g.borrow().clone()) else {
+        return Poll::Idle;
+    };
+    // A list kept across ticks, so ticking allocates nothing.
+    let mut conns = std::mem::take(&mut *g.ticking.borrow_mut());
+    conns.extend(g.conns.borrow().iter().map(|(_, e)| e.conn.clone()));
     if conns.is_empty() {
+        *g.ticking.borrow_mut() = conns;
         return Poll::Idle;
     }
     let snap = ferrite_lib::target::snapshot();
@@ -233,8 +242,9 @@ fn tick() -> Poll {
     let interval = o.nop_in_interval as u64 * rate;
     let timeout = o.nop_timeout as u64 * rate;
     let now = reactor::ticks();
-    for c in conns {
+    for c in conns.drain(..) {
         c.tick(now, interval, timeout);
     }
+    *g.ticking.borrow_mut() = conns;
     Poll::Idle
 }

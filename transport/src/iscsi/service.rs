@@ -149,19 +149,14 @@ pub fn start() -> Result<(), String> {
 }
 
 fn accept() -> Poll {
-    let ls: Vec<Arc<Listening>> = listeners()
+    let mut accepted: arrayvec::ArrayVec<(Socket, SocketAddr, u32), 16> = arrayvec::ArrayVec::new();
+    for l in listeners()
         .iter()
         .filter(|l| l.accepting.load(Ordering::Acquire))
-        .cloned()
-        .collect();
-    let mut busy = false;
-    for l in ls {
-        loop {
+    {
+        while !accepted.is_full() {
             match l.listener.accept() {
-                Ok(Some((sock, peer))) => {
-                    busy = true;
-                    hand_off(sock, peer, l.pg_tag);
-                }
+                Ok(Some((sock, peer))) => accepted.push((sock, peer, l.pg_tag)),
                 Ok(None) => break,
                 Err(e) => {
                     // EMFILE and the like: try again next period.
@@ -170,6 +165,11 @@ fn accept() -> Poll {
                 }
             }
         }
+    }
+    // Handed off outside the listeners' lock.
+    let busy = !accepted.is_empty();
+    for (sock, peer, pg_tag) in accepted {
+        hand_off(sock, peer, pg_tag);
     }
     Poll::from_work(busy)
 }
