@@ -256,6 +256,7 @@ impl Conn {
     /// Returns whether the connection is still open.
     pub fn on_readable(&self) -> bool {
         let mut budget = PDU_BUDGET;
+        self.inner.borrow_mut().recv.begin();
         loop {
             let ev = {
                 let mut guard = self.inner.borrow_mut();

@@ -103,6 +103,8 @@ pub(crate) struct Receiver {
     pub header: Header,
     sink: Sink,
     pub digests: Digests,
+    /// A read since [`begin`](Self::begin) got less than it asked for.
+    drained: bool,
 }
 
 /// Where data bytes are written and digested.
@@ -132,7 +134,13 @@ impl Receiver {
                 digest_bytes: [0; 4],
             },
             digests: Digests::default(),
+            drained: false,
         }
+    }
+
+    /// Starts handling a readiness event: the socket may have data again.
+    pub fn begin(&mut self) {
+        self.drained = false;
     }
 
     /// Bytes received but not yet framed.
@@ -331,6 +339,12 @@ impl Receiver {
 
     /// Reads more into staging. Ok(false) when the socket has nothing now.
     fn fill(&mut self, sock: &mut Socket) -> Result<bool, RecvEvent> {
+        if self.drained {
+            // The last read came back short: the socket is empty now, and
+            // (level-triggered) readiness will tell when it is not. Saves a
+            // read that would only say EAGAIN.
+            return Ok(false);
+        }
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -340,9 +354,11 @@ impl Receiver {
             self.start = 0;
         }
         let end = self.end;
+        let room = self.staging.len() - end;
         match sock.read(&mut self.staging[end..]) {
             Ok(Progress::Bytes(n)) => {
                 self.end += n;
+                self.drained = n < room;
                 Ok(true)
             }
             Ok(Progress::WouldBlock) => Ok(false),
