@@ -235,7 +235,9 @@ fn serves_rpc_refuses_a_second_instance_and_shuts_down_by_rpc() {
     let saved = batch[0]["result"]["subsystems"].as_array().unwrap();
     assert!(saved.iter().any(|s| s["subsystem"] == "bdev"), "{saved:?}");
     assert!(
-        saved.iter().all(|s| s["config"].as_array().is_some_and(|c| c.is_empty())),
+        saved
+            .iter()
+            .all(|s| s["config"].as_array().is_some_and(|c| c.is_empty())),
         "{saved:?}"
     );
     assert_eq!(

@@ -144,7 +144,19 @@ pub fn start() -> Result<(), String> {
         connections: Some(Arc::new(Connections)),
         targets: Some(Arc::new(Targets)),
     })?;
-    reactor::register_timed_poller("iscsi_accept", ACCEPT_PERIOD, accept);
+    // An active poller that looks at most once per period: while the reactor
+    // is busy it accepts within a period; an idle reactor sleeps (no timer keeps
+    // it up) and the listeners' readiness wakes it.
+    let period = ferrite_reactor::ticks::duration_to_ticks(ACCEPT_PERIOD);
+    let mut next = 0u64;
+    reactor::register_poller("iscsi_accept", move || {
+        let now = reactor::ticks();
+        if now < next {
+            return Poll::Idle;
+        }
+        next = now + period;
+        accept()
+    });
     Ok(())
 }
 
