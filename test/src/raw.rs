@@ -14,6 +14,17 @@ pub fn get_u32(b: &[u8], at: usize) -> u32 {
 }
 
 /// A minimal initiator: enough to log in and send hand-made PDUs.
+/// A fresh ISID (random-qualifier format) for each connection of this process.
+fn next_isid() -> [u8; 6] {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = std::process::id() as u16;
+    let [a, b] = pid.to_be_bytes();
+    let [_, c, d, e] = n.to_be_bytes();
+    [0x80, a, b, c, d, e]
+}
+
 pub struct Raw {
     pub s: TcpStream,
     /// The target node to log in to.
@@ -23,6 +34,9 @@ pub struct Raw {
     /// The session to join (0: a new one), and this connection's CID.
     pub tsih: u16,
     pub cid: u16,
+    /// The session's ISID: unique per connection unless set (a connection
+    /// joining a session uses its ISID; the same ISID again reinstates).
+    pub isid: [u8; 6],
 }
 
 /// One PDU read back: its BHS and data.
@@ -50,6 +64,7 @@ impl Raw {
             exp_stat_sn: 0,
             tsih: 0,
             cid: 0,
+            isid: next_isid(),
         }
     }
 
@@ -79,7 +94,7 @@ impl Raw {
         let mut bhs = [0u8; 48];
         bhs[0] = 0x43; // Login Request, immediate
         bhs[1] = 0x80 | (csg << 2) | nsg; // T bit
-        bhs[8..14].copy_from_slice(&[0x80, 0, 0, 0x12, 0x34, 0x56]); // ISID
+        bhs[8..14].copy_from_slice(&self.isid);
         bhs[14..16].copy_from_slice(&self.tsih.to_be_bytes());
         bhs[20..22].copy_from_slice(&self.cid.to_be_bytes());
         put_u32(&mut bhs, 16, 0x1000); // ITT

@@ -278,6 +278,7 @@ fn a_second_connection_joins_its_session_on_another_reactor() {
     assert!(tur(&mut a, 1));
     let mut b = Raw::connect(port, IQN);
     b.tsih = a.tsih;
+    b.isid = a.isid;
     b.cid = 1;
     b.cmd_sn = a.cmd_sn;
     b.login("HeaderDigest=None;DataDigest=None;");
@@ -340,4 +341,89 @@ fn the_target_asks_initiators_to_log_out_before_it_stops() {
         "{}",
         t.log_text()
     );
+}
+
+#[test]
+fn idle_connections_are_pinged_and_dead_ones_dropped() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t = Target::start(&["--no-default"]);
+    t.rpc_ok(&["iscsi_set_options", "-n", "1", "-o", "2"]);
+    t.rpc_ok(&["bdev_malloc_create", "-b", "P0", "16", "512"]);
+    t.rpc_ok(&[
+        "iscsi_create_portal_group",
+        "1",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    t.rpc_ok(&["iscsi_create_initiator_group", "1", "ANY", "127.0.0.1/32"]);
+    t.rpc_ok(&[
+        "iscsi_create_target_node",
+        IQN,
+        "nop",
+        "P0:0",
+        "1:1",
+        "8",
+        "-d",
+    ]);
+
+    // An initiator that answers the target's pings stays connected.
+    let mut alive = Raw::connect(port, IQN);
+    alive.login("HeaderDigest=None;DataDigest=None;");
+    let mut dead = Raw::connect(port, IQN);
+    dead.login("HeaderDigest=None;DataDigest=None;");
+    let start = Instant::now();
+    let mut pings = 0;
+    while start.elapsed() < Duration::from_secs(5) {
+        let p = alive
+            .recv()
+            .expect("the answering initiator stays connected");
+        if p.opcode() == 0x20 && get_u32(&p.bhs, 20) != 0xffff_ffff {
+            pings += 1;
+            let mut bhs = [0u8; 48];
+            bhs[0] = 0x40; // NOP-Out, immediate
+            bhs[1] = 0x80;
+            bhs[8..16].copy_from_slice(&p.bhs[8..16]);
+            put_u32(&mut bhs, 16, 0xffff_ffff);
+            put_u32(&mut bhs, 20, get_u32(&p.bhs, 20));
+            put_u32(&mut bhs, 24, alive.cmd_sn);
+            put_u32(&mut bhs, 28, alive.exp_stat_sn);
+            alive.send(&bhs, &[]).unwrap();
+        }
+    }
+    assert!(pings >= 2, "the target pinged {pings} times in 5 s");
+    // The one that never answered has been dropped.
+    dead.s
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut dropped = false;
+    for _ in 0..10 {
+        match dead.recv() {
+            Some(_) => continue, // its pings
+            None => {
+                dropped = true;
+                break;
+            }
+        }
+    }
+    assert!(dropped, "a silent initiator was not dropped");
+    assert!(alive.ping(), "the answering one still works");
+}
+
+#[test]
+fn a_new_login_with_the_same_isid_reinstates_the_session() {
+    let (_t, port) = start();
+    let mut old = Raw::connect(port, IQN);
+    old.login("HeaderDigest=None;DataDigest=None;");
+    assert!(old.ping());
+    let mut new = Raw::connect(port, IQN);
+    new.isid = old.isid;
+    new.login("HeaderDigest=None;DataDigest=None;");
+    assert!(new.ping(), "the reinstated session serves");
+    old.s
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    assert!(!old.ping(), "the old session's connection was closed");
 }
