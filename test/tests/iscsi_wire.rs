@@ -16,12 +16,21 @@ const IQN: &str = "iqn.2026-11.io.ferrite:wire";
 
 /// A target with one 64 MiB LUN on a free port.
 fn start() -> (Target, u16) {
+    start_with(&["--no-default"], &[])
+}
+
+/// A target started with `args`, `setup` RPCs run first (options must come
+/// before any portal), then one 64 MiB LUN on a free port.
+fn start_with(args: &[&str], setup: &[&[&str]]) -> (Target, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let t = Target::start(&["--no-default"]);
+    let t = Target::start(args);
+    for rpc in setup {
+        t.rpc_ok(rpc);
+    }
     t.rpc_ok(&["bdev_malloc_create", "-b", "W0", "64", "512"]);
     t.rpc_ok(&[
         "iscsi_create_portal_group",
@@ -248,30 +257,9 @@ fn a_thousand_connect_disconnect_cycles_leak_nothing() {
 
 #[test]
 fn a_second_connection_joins_its_session_on_another_reactor() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     // Two reactors: the acceptor spreads connections, so the second one lands
     // on the other reactor and must move to its session's.
-    let t = Target::start(&["--no-default", "-m", "0x3"]);
-    t.rpc_ok(&["bdev_malloc_create", "-b", "M0", "16", "512"]);
-    t.rpc_ok(&[
-        "iscsi_create_portal_group",
-        "1",
-        &format!("127.0.0.1:{port}"),
-    ]);
-    t.rpc_ok(&["iscsi_create_initiator_group", "1", "ANY", "127.0.0.1/32"]);
-    t.rpc_ok(&[
-        "iscsi_create_target_node",
-        IQN,
-        "mcs",
-        "M0:0",
-        "1:1",
-        "32",
-        "-d",
-    ]);
+    let (t, port) = start_with(&["--no-default", "-m", "0x3"], &[]);
     let mut a = Raw::connect(port, IQN);
     a.login("HeaderDigest=None;DataDigest=None;MaxConnections=2;");
     assert_ne!(a.tsih, 0);
@@ -345,29 +333,10 @@ fn the_target_asks_initiators_to_log_out_before_it_stops() {
 
 #[test]
 fn idle_connections_are_pinged_and_dead_ones_dropped() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let t = Target::start(&["--no-default"]);
-    t.rpc_ok(&["iscsi_set_options", "-n", "1", "-o", "2"]);
-    t.rpc_ok(&["bdev_malloc_create", "-b", "P0", "16", "512"]);
-    t.rpc_ok(&[
-        "iscsi_create_portal_group",
-        "1",
-        &format!("127.0.0.1:{port}"),
-    ]);
-    t.rpc_ok(&["iscsi_create_initiator_group", "1", "ANY", "127.0.0.1/32"]);
-    t.rpc_ok(&[
-        "iscsi_create_target_node",
-        IQN,
-        "nop",
-        "P0:0",
-        "1:1",
-        "8",
-        "-d",
-    ]);
+    let (_t, port) = start_with(
+        &["--no-default"],
+        &[&["iscsi_set_options", "-n", "1", "-o", "2"]],
+    );
 
     // An initiator that answers the target's pings stays connected.
     let mut alive = Raw::connect(port, IQN);
