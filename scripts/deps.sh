@@ -15,7 +15,8 @@ build_packages() {
 }
 
 # Run the tests on the host: libiscsi's tools (iscsi-test-cu, iscsi-perf...), fio, and the
-# small system tools the scripts use (lsblk, pgrep, ip).
+# small system tools the scripts use (lsblk, pgrep, ip). qemu-img/qemu-io with their iscsi://
+# driver come after these, as a pinned pair (see ensure_qemu_iscsi).
 test_packages() {
     echo libiscsi-bin fio util-linux procps iproute2
 }
@@ -64,6 +65,16 @@ install_missing() {
     apt_quiet install -y --no-install-recommends "${missing[@]}"
 }
 
+# qemu-img and qemu-io reach iSCSI through qemu-block-extra's module, which must be the exact
+# version of qemu-utils; the machine image may carry a qemu-utils from backports that no
+# configured source has the module for. test/iscsi/clients.sh installs a matching pair
+# (downgrading qemu-utils if need be); silent when qemu can already open iscsi:// URLs.
+ensure_qemu_iscsi() {
+    local clients
+    clients="$(dirname "${BASH_SOURCE[0]}")/../test/iscsi/clients.sh"
+    bash "$clients" --install-qemu || die "could not make qemu-img open iscsi:// URLs (see above)"
+}
+
 check_cargo() {
     if ! command -v cargo >/dev/null; then
         if [ -x "$HOME/.cargo/bin/cargo" ]; then
@@ -75,16 +86,20 @@ check_cargo() {
 
 main() {
     [ "$#" -gt 0 ] || set -- build
-    local packages=() list=() group
+    local packages=() list=() group qemu=
     for group in "$@"; do
         case "$group" in
-            build | test | vm) read -ra list <<<"$("${group}_packages")"; packages+=("${list[@]}") ;;
+            build | test | vm)
+                read -ra list <<<"$("${group}_packages")"
+                packages+=("${list[@]}")
+                [ "$group" != test ] || qemu=1 ;;
             -h | --help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
             *) die "unknown group '$group' (groups: build, test, vm)" ;;
         esac
     done
     command -v dpkg-query >/dev/null || die "dpkg-query not found: this script expects Debian (12)"
     install_missing "${packages[@]}"
+    [ -z "$qemu" ] || ensure_qemu_iscsi
     check_cargo
 }
 

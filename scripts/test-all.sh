@@ -47,6 +47,9 @@ export FERRITE_TGT_BIN="$TARGET_DIR/release/ferrite-tgt"
 export FERRITE_PERF_BIN="$TARGET_DIR/release/ferrite-perf"
 export FERRITE_RPC_PY="$ROOT/app/rpc.py"
 
+# Includes the real-client iSCSI tests (test/tests/iscsi_conformance.rs, iscsi_clients.rs:
+# libiscsi's iscsi-test-cu and tools, qemu-img/qemu-io; the deps step installs them), each
+# against a ferrite-tgt of its own on a free port.
 step cargo-test cargo test --workspace --release
 step rpc.py-unittest python3 -m unittest discover -s app -p 'test_*.py'
 

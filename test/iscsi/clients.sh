@@ -3,6 +3,9 @@
 # command-line tools and qemu's iscsi:// block driver.
 #
 #   test/iscsi/clients.sh URL
+#   test/iscsi/clients.sh --install-qemu   only make qemu able to open iscsi:// URLs (below);
+#                                          silent when it already can (scripts/deps.sh test
+#                                          runs this)
 #
 #   URL  iscsi://HOST[:PORT]/IQN/LUN of a scratch LUN of at least 128 MiB: this WRITES to
 #        it (the first 64 MiB, the first 1 MiB again, then the bench region)
@@ -306,7 +309,10 @@ parse_url() {
 }
 
 main() {
-    case "${1:-}" in -h | --help) usage; exit 0 ;; esac
+    case "${1:-}" in
+        -h | --help) usage; exit 0 ;;
+        --install-qemu) ensure_qemu_iscsi; exit 0 ;;
+    esac
     if [ "$#" -ne 1 ]; then
         usage >&2
         exit 2
