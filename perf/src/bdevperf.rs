@@ -113,7 +113,8 @@ impl Stats {
         }
     }
 
-    fn json(&self) -> Value {
+    /// The statistics as a JSON object (figures rounded to 0.01).
+    pub fn json(&self) -> Value {
         let r2 = |x: f64| (x * 100.0).round() / 100.0;
         json!({
             "ios": self.ios,
@@ -217,7 +218,8 @@ pub fn main(opts: Options) -> i32 {
     }
 }
 
-fn failure_summary(r: &Report) -> String {
+/// Why a run's exit status is not 0, in one line.
+pub fn failure_summary(r: &Report) -> String {
     let mut parts = Vec::new();
     if r.total.fails > 0 {
         parts.push(format!("{} I/O failed", r.total.fails));
@@ -441,48 +443,7 @@ fn run_on_runtime(opts: &Options, h: &Handle, config: Value) -> Outcome {
             return Outcome::Usage(e);
         }
     }
-    let t0 = Instant::now();
-    let total = Duration::from_secs_f64(opts.seconds);
-    let ios_now = |s: &[Arc<JobShared>]| s.iter().map(|j| j.ios.load(Relaxed)).sum::<u64>();
-    let fails_now = |s: &[Arc<JobShared>]| {
-        s.iter()
-            .map(|j| j.fails.load(Relaxed) + j.miscompares.load(Relaxed))
-            .sum::<u64>()
-    };
-    let mut last_ios = 0u64;
-    let mut last_t = t0;
-    let mut tick = 1u64;
-    loop {
-        let next = t0 + Duration::from_secs(tick).min(total);
-        let now = Instant::now();
-        if next > now {
-            std::thread::sleep(next - now);
-        }
-        let now = Instant::now();
-        let ios = ios_now(&shared);
-        let secs = now.duration_since(last_t).as_secs_f64().max(1e-9);
-        let iops = (ios - last_ios) as f64 / secs;
-        let bad = fails_now(&shared);
-        let _ = writeln!(
-            progress,
-            "[{:>6.1} s] {:>12.0} IOPS {:>10.2} MiB/s{}",
-            now.duration_since(t0).as_secs_f64(),
-            iops,
-            iops * opts.io_size as f64 / 1048576.0,
-            if bad > 0 {
-                format!("  ({bad} failed or miscompared so far)")
-            } else {
-                String::new()
-            }
-        );
-        let _ = progress.flush();
-        last_ios = ios;
-        last_t = now;
-        if now.duration_since(t0) >= total {
-            break;
-        }
-        tick += 1;
-    }
+    progress_lines(&mut *progress, &shared, opts.seconds, opts.io_size);
 
     // Stop submitting; note each reactor's busy time over the window.
     let mut reactors = Vec::new();
@@ -523,6 +484,64 @@ fn run_on_runtime(opts: &Options, h: &Handle, config: Value) -> Outcome {
             .sum();
     }
     Outcome::Ran(report(results, reactors))
+}
+
+/// Prints a progress line a second (IOPS, MiB/s, failures so far) for
+/// `seconds`, watching the jobs' shared counters; returns early when every job
+/// has drained by itself (a job stopped by a failure, or out of I/Os).
+pub fn progress_lines(
+    progress: &mut dyn Write,
+    shared: &[Arc<JobShared>],
+    seconds: f64,
+    io_size: usize,
+) {
+    let t0 = Instant::now();
+    let total = Duration::from_secs_f64(seconds);
+    let ios_now = |s: &[Arc<JobShared>]| s.iter().map(|j| j.ios.load(Relaxed)).sum::<u64>();
+    let fails_now = |s: &[Arc<JobShared>]| {
+        s.iter()
+            .map(|j| j.fails.load(Relaxed) + j.miscompares.load(Relaxed))
+            .sum::<u64>()
+    };
+    let drained = |s: &[Arc<JobShared>]| s.iter().all(|j| j.drained.load(Relaxed));
+    let mut last_ios = 0u64;
+    let mut last_t = t0;
+    let mut tick = 1u64;
+    loop {
+        let next = t0 + Duration::from_secs(tick).min(total);
+        // Sleep in short steps so that jobs that all drained end the wait.
+        loop {
+            let now = Instant::now();
+            if next <= now || drained(shared) {
+                break;
+            }
+            std::thread::sleep((next - now).min(Duration::from_millis(50)));
+        }
+        let now = Instant::now();
+        let ios = ios_now(shared);
+        let secs = now.duration_since(last_t).as_secs_f64().max(1e-9);
+        let iops = ios.saturating_sub(last_ios) as f64 / secs;
+        let bad = fails_now(shared);
+        let _ = writeln!(
+            progress,
+            "[{:>6.1} s] {:>12.0} IOPS {:>10.2} MiB/s{}",
+            now.duration_since(t0).as_secs_f64(),
+            iops,
+            iops * io_size as f64 / 1048576.0,
+            if bad > 0 {
+                format!("  ({bad} failed or miscompared so far)")
+            } else {
+                String::new()
+            }
+        );
+        let _ = progress.flush();
+        last_ios = ios;
+        last_t = now;
+        if now.duration_since(t0) >= total || drained(shared) {
+            break;
+        }
+        tick += 1;
+    }
 }
 
 /// Writes every target once, sequentially, from reactor 0.
@@ -644,7 +663,9 @@ fn targets(opts: &Options) -> Result<Vec<Arc<bdev::Bdev>>, String> {
     Ok(out)
 }
 
-fn report(mut results: Vec<JobResult>, reactors: Vec<ReactorLoad>) -> Report {
+/// Per-job and total statistics of the jobs' results (jobs sorted by reactor
+/// and name; the total's IOPS and MiB/s are the sums of the jobs').
+pub fn report(mut results: Vec<JobResult>, reactors: Vec<ReactorLoad>) -> Report {
     results.sort_by_key(|j| (j.reactor, j.bdev.clone()));
     let mut all = job::new_histogram();
     let mut total = Stats::default();
@@ -727,6 +748,13 @@ fn describe(m: &Miscompare) -> String {
 
 /// The text report: a table of jobs and the total, reactor load, miscompares.
 pub fn report_text(opts: &Options, r: &Report) -> String {
+    let _ = opts;
+    report_table(r)
+}
+
+/// The table of jobs (named `JobResult::bdev @ core N`) and the total, the
+/// reactors' load and the miscompares: the text report of every subcommand.
+pub fn report_table(r: &Report) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let name = |j: &JobResult| format!("{} @ core {}", j.bdev, j.core);
@@ -816,19 +844,37 @@ pub fn report_text(opts: &Options, r: &Report) -> String {
             r.outstanding, DRAIN_TIMEOUT
         );
     }
-    let _ = opts;
     out
 }
 
 /// The JSON report: the run's parameters, each job, the total, reactor load.
 pub fn report_json(opts: &Options, r: &Report) -> Value {
-    let jobs: Vec<Value> = r
-        .jobs
+    json!({
+        "workload": opts.workload.name(),
+        "queue_depth": opts.depth,
+        "io_size": opts.io_size,
+        "read_pct": if opts.workload.is_mixed() { json!(opts.read_pct) } else { Value::Null },
+        "time_s": opts.seconds,
+        "core_mask": opts.mask,
+        "poll_only": opts.poll_only,
+        "jobs": jobs_json(r, "bdev"),
+        "total": r.total.json(),
+        "reactors": reactors_json(r),
+        "ns_per_io": (r.ns_per_io() * 10.0).round() / 10.0,
+        "outstanding": r.outstanding,
+        "success": r.exit_code() == EXIT_OK,
+    })
+}
+
+/// The jobs of a report as JSON objects; `name_key` names the field that holds
+/// `JobResult::bdev` ("bdev", or "job" for jobs that are not on a bdev).
+pub fn jobs_json(r: &Report, name_key: &str) -> Vec<Value> {
+    r.jobs
         .iter()
         .map(|(j, s)| {
             let mut v = s.json();
             let o = v.as_object_mut().expect("object");
-            o.insert("bdev".into(), json!(j.bdev));
+            o.insert(name_key.into(), json!(j.bdev));
             o.insert("reactor".into(), json!(j.reactor));
             o.insert("core".into(), json!(j.core));
             o.insert("reads".into(), json!(j.reads));
@@ -850,9 +896,12 @@ pub fn report_json(opts: &Options, r: &Report) -> Value {
             );
             v
         })
-        .collect();
-    let reactors: Vec<Value> = r
-        .reactors
+        .collect()
+}
+
+/// The reactors' load of a report as JSON objects.
+pub fn reactors_json(r: &Report) -> Vec<Value> {
+    r.reactors
         .iter()
         .map(|l| {
             json!({
@@ -864,20 +913,5 @@ pub fn report_json(opts: &Options, r: &Report) -> Value {
                 "ns_per_io": (l.ns_per_io() * 10.0).round() / 10.0,
             })
         })
-        .collect();
-    json!({
-        "workload": opts.workload.name(),
-        "queue_depth": opts.depth,
-        "io_size": opts.io_size,
-        "read_pct": if opts.workload.is_mixed() { json!(opts.read_pct) } else { Value::Null },
-        "time_s": opts.seconds,
-        "core_mask": opts.mask,
-        "poll_only": opts.poll_only,
-        "jobs": jobs,
-        "total": r.total.json(),
-        "reactors": reactors,
-        "ns_per_io": (r.ns_per_io() * 10.0).round() / 10.0,
-        "outstanding": r.outstanding,
-        "success": r.exit_code() == EXIT_OK,
-    })
+        .collect()
 }

@@ -26,8 +26,7 @@ use ferrite_reactor::{self as reactor, ticks, Poll, PollerId};
 use hdrhistogram::Histogram;
 
 use crate::pattern;
-use crate::rng::WyRand;
-use crate::workload::Workload;
+use crate::workload::{Pick, Picker, Workload};
 use crate::TickConv;
 
 /// Latencies are recorded in nanoseconds, 1 ns to 60 s, 3 significant figures.
@@ -134,8 +133,8 @@ enum State {
 
 struct Inner {
     slots: Box<[Slot]>,
-    rng: WyRand,
-    seq: u64,
+    /// Each I/O's kind and unit (and, for verify, the units slots hold).
+    picker: Picker,
     generation: u64,
     hist: Histogram<u64>,
     ios: u64,
@@ -144,15 +143,11 @@ struct Inner {
     fails: u64,
     miscompares: u64,
     ios_at_stop: u64,
-    /// New I/Os the job may still submit (`max_ios`; practically unbounded without).
-    left: u64,
     outstanding: usize,
     /// Slots waiting for the retry poller; never longer than `depth`.
     retry: Vec<usize>,
     retry_spare: Vec<usize>,
     retry_poller: Option<PollerId>,
-    /// verify: one bit per unit, set while a slot holds the unit.
-    held: Vec<u64>,
     reports: Vec<Miscompare>,
     state: State,
     start: u64,
@@ -167,7 +162,6 @@ struct Params {
     block_size: usize,
     io_blocks: u64,
     first_block: u64,
-    units: u64,
     conv: TickConv,
 }
 
@@ -299,15 +293,9 @@ impl Job {
                 pending: None,
             });
         }
-        let held = if cfg.workload == Workload::Verify {
-            vec![0u64; units.div_ceil(64) as usize]
-        } else {
-            Vec::new()
-        };
         let inner = Inner {
             slots: slots.into_boxed_slice(),
-            rng: WyRand::new(cfg.seed),
-            seq: 0,
+            picker: Picker::new(cfg.workload, cfg.read_pct, units, cfg.seed, cfg.max_ios),
             generation: 0,
             hist: new_histogram(),
             ios: 0,
@@ -316,12 +304,10 @@ impl Job {
             fails: 0,
             miscompares: 0,
             ios_at_stop: 0,
-            left: cfg.max_ios.unwrap_or(u64::MAX),
             outstanding: 0,
             retry: Vec::with_capacity(cfg.depth),
             retry_spare: Vec::with_capacity(cfg.depth),
             retry_poller: None,
-            held,
             reports: Vec::with_capacity(MISCOMPARE_REPORTS),
             state: State::Created,
             start: 0,
@@ -334,7 +320,6 @@ impl Job {
             core,
             io_blocks,
             first_block,
-            units,
             conv: TickConv::new(),
         };
         let job = Rc::new_cyclic(|me| Job {
@@ -382,7 +367,7 @@ impl Job {
                 if g.state != State::Running {
                     return;
                 }
-                if g.left == 0 {
+                if g.picker.left() == 0 {
                     g.finish_early(&self.shared);
                     return;
                 }
@@ -548,7 +533,7 @@ impl Job {
                         g.slots[slot].start = ticks();
                         req
                     }
-                    None if g.left == 0 => {
+                    None if g.picker.left() == 0 => {
                         g.finish_early(&self.shared);
                         continue;
                     }
@@ -588,32 +573,15 @@ impl Job {
 impl Inner {
     /// The next operation and unit of the job.
     #[inline]
-    fn pick(&mut self, p: &Params) -> (Op, u64) {
-        let cfg = &p.cfg;
-        self.left = self.left.saturating_sub(1);
-        let op = match cfg.workload {
-            Workload::Read | Workload::RandRead => Op::Read,
-            Workload::Write | Workload::RandWrite => Op::Write,
-            Workload::Rw | Workload::RandRw => {
-                if self.rng.below(100) < cfg.read_pct as u64 {
-                    Op::Read
-                } else {
-                    Op::Write
-                }
-            }
-            Workload::Verify => Op::VerifyWrite,
-            Workload::Unmap => Op::Unmap,
-            Workload::WriteZeroes => Op::WriteZeroes,
-            Workload::Flush => Op::Flush,
-        };
-        let unit = if op == Op::VerifyWrite {
-            self.next_free_unit(p.units)
-        } else if cfg.workload.is_random() {
-            self.rng.below(p.units)
-        } else {
-            let u = self.seq;
-            self.seq = if u + 1 >= p.units { 0 } else { u + 1 };
-            u
+    fn pick(&mut self, _p: &Params) -> (Op, u64) {
+        let (kind, unit) = self.picker.pick();
+        let op = match kind {
+            Pick::Read => Op::Read,
+            Pick::Write => Op::Write,
+            Pick::VerifyWrite => Op::VerifyWrite,
+            Pick::Unmap => Op::Unmap,
+            Pick::WriteZeroes => Op::WriteZeroes,
+            Pick::Flush => Op::Flush,
         };
         (op, unit)
     }
@@ -667,25 +635,8 @@ impl Inner {
         s.start = ticks();
     }
 
-    /// verify: the next unit after the last one handed out that no slot holds.
-    /// At most depth - 1 units are held when this runs and the range has at least
-    /// depth units, so it ends.
-    fn next_free_unit(&mut self, units: u64) -> u64 {
-        loop {
-            let u = self.seq;
-            self.seq = if u + 1 >= units { 0 } else { u + 1 };
-            let (w, bit) = ((u / 64) as usize, 1u64 << (u % 64));
-            if self.held[w] & bit == 0 {
-                self.held[w] |= bit;
-                return u;
-            }
-        }
-    }
-
     fn release_unit(&mut self, unit: u64) {
-        if let Some(w) = self.held.get_mut((unit / 64) as usize) {
-            *w &= !(1u64 << (unit % 64));
-        }
+        self.picker.release(unit);
     }
 
     /// Puts a request's buffer back into its slot (and lets go of a verify unit).
@@ -762,7 +713,7 @@ impl IoCallback for Job {
                         req
                     } else {
                         g.release_unit(unit);
-                        if !running || g.left == 0 {
+                        if !running || g.picker.left() == 0 {
                             g.finish_early(&self.shared);
                             return;
                         }
@@ -776,14 +727,14 @@ impl IoCallback for Job {
                     }
                     g.slots[slot].check = Some(data);
                     g.release_unit(unit);
-                    if !running || g.left == 0 {
+                    if !running || g.picker.left() == 0 {
                         g.finish_early(&self.shared);
                         return;
                     }
                     g.prepare(&self.p, slot)
                 }
                 _ => {
-                    if !running || g.left == 0 {
+                    if !running || g.picker.left() == 0 {
                         g.slots[slot].buf = Some(std::mem::take(&mut req.data));
                         g.finish_early(&self.shared);
                         return;

@@ -6,10 +6,13 @@
 //!   per-slot buffers allocated once, so the steady state allocates nothing.
 //! * [`bdevperf`]: `ferrite-perf bdev`: starts reactors, replays a config, runs
 //!   one job per (bdev, reactor), reports throughput and latency percentiles.
+//! * [`iscsi`]: `ferrite-perf iscsi`: an iSCSI initiator on the reactors driving
+//!   targets over TCP with the same jobs, workloads and report.
 //! * [`wakeup`]: `ferrite-perf reactor`: how long a sleeping reactor takes to run a
 //!   message sent to it, against a spinning (poll-only) one.
 
 pub mod bdevperf;
+pub mod iscsi;
 pub mod job;
 pub mod pattern;
 pub mod replay;

@@ -4,17 +4,21 @@
 //! ferrite-perf bdev -q DEPTH -o SIZE -w WORKLOAD [-M READ_PCT] -t SECONDS [-m MASK]
 //!                   -c CONFIG.json [-b BDEV]... [--output text|json] [--poll-only] [-s MEM_MB]
 //! ferrite-perf reactor [-t SECONDS] [-m MASK] [--gap-ms MS] [--output text|json]
+//! ferrite-perf iscsi -u iscsi://HOST[:PORT]/IQN/LUN [-u ...] [-S SESSIONS] [-C CONNS]
+//!                    -q DEPTH -o SIZE -w WORKLOAD [-M READ_PCT] -t SECONDS [-m MASK]
+//!                    [--output text|json] [--chap-user U --chap-secret S]
+//!                    [--header-digest] [--data-digest] [--poll-only]
 //! ```
 //!
-//! Exit status: 0 when every I/O succeeded, 1 when some failed or miscompared, 2
-//! on bad arguments or config.
+//! Exit status: 0 when every I/O succeeded, 1 when some failed or miscompared
+//! (or, for iscsi, a connection or login failed), 2 on bad arguments or config.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ferrite_perf::bdevperf::{self, EXIT_USAGE};
-use ferrite_perf::{size, wakeup, Workload};
+use ferrite_perf::{iscsi, size, wakeup, Workload};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,6 +37,8 @@ enum Cmd {
     Bdev(BdevArgs),
     /// Measure how long a sleeping reactor takes to run a message, against a spinning one.
     Reactor(ReactorArgs),
+    /// Drive iSCSI targets over TCP with ferrite's own initiator on the reactors.
+    Iscsi(IscsiArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -82,6 +88,59 @@ struct BdevArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct IscsiArgs {
+    /// Target LUN: iscsi://HOST[:PORT]/IQN/LUN (repeatable; CHAP may be given
+    /// as iscsi://USER%SECRET@HOST/...).
+    #[arg(short = 'u', long = "url", required = true)]
+    urls: Vec<String>,
+    /// Sessions per target.
+    #[arg(short = 'S', long = "sessions", default_value_t = 1)]
+    sessions: usize,
+    /// Connections per session (MC/S).
+    #[arg(short = 'C', long = "connections", default_value_t = 1)]
+    connections: usize,
+    /// I/Os kept in flight per connection.
+    #[arg(short = 'q', long = "queue-depth")]
+    depth: usize,
+    /// Bytes per I/O: 4096, 4k, 128K, 1M (a multiple of the LUN's block size).
+    #[arg(short = 'o', long = "io-size", value_parser = size::parse_size)]
+    io_size: usize,
+    /// randread, randwrite, read, write, randrw, rw or verify.
+    #[arg(short = 'w', long = "workload", value_parser = Workload::parse)]
+    workload: Workload,
+    /// Percentage of reads for randrw/rw.
+    #[arg(short = 'M', long = "rwmixread", default_value_t = 50)]
+    read_pct: u32,
+    /// Run time in seconds.
+    #[arg(short = 't', long = "time")]
+    seconds: f64,
+    /// Hex core mask of the initiator's reactors; sessions go round robin.
+    #[arg(short = 'm', long = "cpumask", default_value = "0x1")]
+    mask: String,
+    /// Report format; with json, progress lines go to stderr.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// CHAP (MD5) user name.
+    #[arg(long = "chap-user")]
+    chap_user: Option<String>,
+    /// CHAP secret.
+    #[arg(long = "chap-secret")]
+    chap_secret: Option<String>,
+    /// Insist on HeaderDigest=CRC32C (otherwise None is offered first).
+    #[arg(long)]
+    header_digest: bool,
+    /// Insist on DataDigest=CRC32C.
+    #[arg(long)]
+    data_digest: bool,
+    /// Reactors never sleep.
+    #[arg(long)]
+    poll_only: bool,
+    /// The initiator's iSCSI name.
+    #[arg(long = "initiator-name", default_value = iscsi::DEFAULT_INITIATOR_NAME)]
+    initiator_name: String,
+}
+
+#[derive(clap::Args, Debug)]
 struct ReactorArgs {
     /// Measuring time per mode (sleeping, then poll-only), in seconds.
     #[arg(short = 't', long = "time", default_value_t = 2.0)]
@@ -113,7 +172,7 @@ fn main() {
                 std::process::exit(0);
             }
             if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                usage("missing subcommand: bdev or reactor (see ferrite-perf --help)");
+                usage("missing subcommand: bdev, reactor or iscsi (see ferrite-perf --help)");
             }
             // One line: clap's first paragraph, without its "error: " prefix.
             let text = e.to_string();
@@ -155,6 +214,28 @@ fn main() {
                 poll_only: a.poll_only,
                 mem_mb: a.mem_mb,
                 prefill: a.prefill,
+            })
+        }
+        Cmd::Iscsi(a) => {
+            let cores = ferrite_reactor::parse_core_mask(&a.mask).unwrap_or_else(|e| usage(e));
+            iscsi::main(iscsi::Options {
+                urls: a.urls,
+                sessions: a.sessions,
+                connections: a.connections,
+                workload: a.workload,
+                depth: a.depth,
+                io_size: a.io_size,
+                read_pct: a.read_pct,
+                seconds: a.seconds,
+                mask: a.mask,
+                cores,
+                json: a.output == Output::Json,
+                chap_user: a.chap_user,
+                chap_secret: a.chap_secret,
+                header_digest: a.header_digest,
+                data_digest: a.data_digest,
+                poll_only: a.poll_only,
+                initiator_name: a.initiator_name,
             })
         }
         Cmd::Reactor(a) => {

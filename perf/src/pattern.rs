@@ -21,6 +21,24 @@ pub fn fill(data: &mut IoData, block_size: usize, first_lba: u64, generation: u6
     }
 }
 
+/// Fills `buf` (whole blocks of `block_size`) for a write at `first_lba`: the
+/// same data [`fill`] writes, for a plain byte buffer.
+pub fn fill_slice(buf: &mut [u8], block_size: usize, first_lba: u64, generation: u64, seed: u64) {
+    for (i, block) in buf.chunks_exact_mut(block_size).enumerate() {
+        fill_block(block, first_lba + i as u64, generation, seed);
+    }
+}
+
+/// The LBA stamped in the block of `buf` that holds byte `at`.
+pub fn stamped_lba_in(buf: &[u8], block_size: usize, at: usize) -> u64 {
+    let start = at / block_size * block_size;
+    let mut b = [0u8; 8];
+    if let Some(s) = buf.get(start..start + 8) {
+        b.copy_from_slice(s);
+    }
+    u64::from_le_bytes(b)
+}
+
 #[inline]
 fn fill_block(block: &mut [u8], lba: u64, generation: u64, seed: u64) {
     block[0..8].copy_from_slice(&lba.to_le_bytes());
@@ -62,5 +80,17 @@ mod tests {
         assert_eq!(a.first_difference(0, &b, 8192), Some(0));
         fill(&mut b, 4096, 10, 1, 8);
         assert_eq!(a.first_difference(0, &b, 8192), Some(16));
+    }
+
+    #[test]
+    fn slices_get_the_same_data() {
+        let mut a = IoData::alloc(8192).unwrap();
+        fill(&mut a, 512, 3, 4, 5);
+        let mut s = vec![0u8; 8192];
+        fill_slice(&mut s, 512, 3, 4, 5);
+        let mut from_io = vec![0u8; 8192];
+        a.copy_to_slice(0, &mut from_io);
+        assert_eq!(s, from_io);
+        assert_eq!(stamped_lba_in(&s, 512, 1030), 5);
     }
 }
