@@ -203,10 +203,6 @@ fn two_sessions_share_the_lun_in_disjoint_verify_ranges() {
 }
 
 #[test]
-#[ignore = "ferrite-tgt drops commands that arrive on one connection of a session \
-            with a CmdSN below one already taken on another (transport/src/iscsi/conn.rs \
-            take_cmd_sn: 'One connection delivers in order; take the newest as the next'), \
-            so MC/S loses commands; un-ignore when the target orders CmdSNs across connections"]
 fn mcs_two_connections_per_session() {
     let (t, url) = target(512, &["-d"], &[]);
     let r = passes(
@@ -341,9 +337,6 @@ fn header_digest() {
 }
 
 #[test]
-#[ignore = "ferrite-tgt sends a 4-byte data digest after the final Login Response \
-            (queued before digests were on, framed with them: transport/src/iscsi/wire.rs \
-            Sender::flush uses self.digests.data, not the PDU's has_ddigest); un-ignore when fixed"]
 fn data_digest() {
     let (t, url) = target(512, &["-d", "-D"], &[]);
     let r = passes(

@@ -456,17 +456,18 @@ impl Conn {
             }
             return true;
         }
-        if !w.in_window(cmd_sn) {
+        // A command that arrives ahead of a gap (another connection of the
+        // session is slower) runs at once: ExpCmdSN waits for the gap, and with
+        // SIMPLE task attributes the SCSI layer may reorder anyway.
+        if w.take(cmd_sn) == super::session::CmdSnCheck::Ignore {
             tracing::debug!(
-                "conn {}: CmdSN {cmd_sn} outside [{}, {}], ignored",
+                "conn {}: CmdSN {cmd_sn} outside [{}, {}] or repeated, ignored",
                 self.id,
                 w.exp_cmd_sn,
                 w.max_cmd_sn()
             );
             return false;
         }
-        // One connection delivers in order; take the newest as the next.
-        w.exp_cmd_sn = cmd_sn.wrapping_add(1);
         if is_command {
             w.outstanding += 1;
         }

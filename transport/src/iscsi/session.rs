@@ -125,13 +125,60 @@ pub(crate) fn entries() -> Vec<Arc<SessionEntry>> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CmdWindow {
     pub exp_cmd_sn: u32,
-    /// How many commands the session takes at once.
+    /// How many commands the session takes at once (at most [`MAX_WINDOW`]).
     pub depth: u32,
     /// Commands taken but not yet answered.
     pub outstanding: u32,
+    /// CmdSNs received ahead of `exp_cmd_sn` (bit i: `exp_cmd_sn + i`), as
+    /// happens with several connections: ExpCmdSN moves over them only when
+    /// the ones before have come too.
+    ahead: [u64; 4],
+}
+
+/// The widest command window (the `ahead` bitmap's size).
+pub(crate) const MAX_WINDOW: u32 = 256;
+
+/// What the window says about a CmdSN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CmdSnCheck {
+    /// Take it.
+    Take,
+    /// Outside the window, or already taken: ignore it (RFC 7143 §4.2.2.1).
+    Ignore,
 }
 
 impl CmdWindow {
+    pub fn new(exp_cmd_sn: u32, depth: u32) -> CmdWindow {
+        CmdWindow {
+            exp_cmd_sn,
+            depth: depth.clamp(1, MAX_WINDOW),
+            outstanding: 0,
+            ahead: [0; 4],
+        }
+    }
+
+    /// Accounts for a non-immediate PDU carrying `sn`.
+    pub fn take(&mut self, sn: u32) -> CmdSnCheck {
+        if !self.in_window(sn) {
+            return CmdSnCheck::Ignore;
+        }
+        let off = sn.wrapping_sub(self.exp_cmd_sn) as usize;
+        let (word, bit) = (off / 64, 1u64 << (off % 64));
+        if self.ahead[word] & bit != 0 {
+            return CmdSnCheck::Ignore;
+        }
+        self.ahead[word] |= bit;
+        // Move ExpCmdSN over every CmdSN now received in a row.
+        while self.ahead[0] & 1 != 0 {
+            for w in 0..4 {
+                let carry = if w + 1 < 4 { self.ahead[w + 1] & 1 } else { 0 };
+                self.ahead[w] = (self.ahead[w] >> 1) | (carry << 63);
+            }
+            self.exp_cmd_sn = self.exp_cmd_sn.wrapping_add(1);
+        }
+        CmdSnCheck::Take
+    }
+
     pub fn max_cmd_sn(&self) -> u32 {
         let free = self.depth.saturating_sub(self.outstanding).max(1);
         self.exp_cmd_sn.wrapping_add(free - 1)
@@ -170,11 +217,7 @@ impl Session {
         let s = Rc::new(Session {
             entry,
             port: RefCell::new(port),
-            window: Cell::new(CmdWindow {
-                exp_cmd_sn,
-                depth: depth.max(1),
-                outstanding: 0,
-            }),
+            window: Cell::new(CmdWindow::new(exp_cmd_sn, depth)),
             conns: RefCell::new(Vec::new()),
         });
         LOCAL.with(|l| l.borrow_mut().insert(s.entry.tsih, s.clone()));
@@ -232,5 +275,30 @@ impl Session {
             }
         });
         registry().sessions.retain(|s| !Arc::ptr_eq(s, &self.entry));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_cmd_sn_waits_for_the_gap_to_fill() {
+        let mut w = CmdWindow::new(10, 64);
+        assert_eq!(w.take(12), CmdSnCheck::Take);
+        assert_eq!(w.take(11), CmdSnCheck::Take);
+        assert_eq!(w.exp_cmd_sn, 10, "10 has not come yet");
+        assert_eq!(w.take(12), CmdSnCheck::Ignore, "a duplicate");
+        assert_eq!(w.take(10), CmdSnCheck::Take);
+        assert_eq!(w.exp_cmd_sn, 13);
+        assert_eq!(w.take(9), CmdSnCheck::Ignore, "behind the window");
+        assert_eq!(w.take(13 + 64), CmdSnCheck::Ignore, "beyond MaxCmdSN");
+        // Across a bitmap word and past u32::MAX.
+        let mut w = CmdWindow::new(u32::MAX - 70, 256);
+        for sn in (1..=100u32).map(|i| (u32::MAX - 70).wrapping_add(i)) {
+            assert_eq!(w.take(sn), CmdSnCheck::Take);
+        }
+        assert_eq!(w.take(u32::MAX - 70), CmdSnCheck::Take);
+        assert_eq!(w.exp_cmd_sn, (u32::MAX - 70).wrapping_add(101));
     }
 }

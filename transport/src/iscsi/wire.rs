@@ -592,7 +592,10 @@ impl Sender {
                     if pl > 0 {
                         parts.push(&pad[..pl]);
                     }
-                    if self.digests.data {
+                    // Whether a digest follows was fixed when the PDU was
+                    // queued (the final Login Response goes out without one
+                    // though digests are on by the time it is written).
+                    if p.has_ddigest {
                         parts.push(&p.ddigest);
                     }
                 }
