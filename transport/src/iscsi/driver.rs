@@ -363,7 +363,7 @@ impl LoginDriver {
                 step.failed = true;
                 if let Some((entry, _)) = policy.created {
                     // Bound, then failed: the session never started.
-                    Session::start(entry, None, 0, 1).end();
+                    session::forget_entry(&entry);
                 }
             }
             LoginProgress::Complete(outcome) => match self.start_session(&policy, &outcome) {

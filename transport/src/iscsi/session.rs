@@ -102,6 +102,11 @@ pub(crate) fn create_entry(
     Some((entry, old))
 }
 
+/// Unregisters a session that never started (its login failed after binding).
+pub(crate) fn forget_entry(entry: &Arc<SessionEntry>) {
+    registry().sessions.retain(|s| !Arc::ptr_eq(s, entry));
+}
+
 /// The session `tsih` of this initiator and ISID, for a connection joining it.
 pub(crate) fn find_entry(
     tsih: NonZeroU16,
@@ -274,7 +279,7 @@ impl Session {
                 l.remove(&self.entry.tsih);
             }
         });
-        registry().sessions.retain(|s| !Arc::ptr_eq(s, &self.entry));
+        forget_entry(&self.entry);
     }
 }
 
