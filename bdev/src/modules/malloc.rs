@@ -59,6 +59,9 @@ pub fn create(p: CreateParams) -> Result<String, BdevError> {
             arena().heap_free() >> 20
         ))
     })?;
+    // Like SPDK's zeroed DMA memory: every page exists before the first I/O, so
+    // writes never stop for a page fault.
+    region.populate();
     let bdev = crate::register(
         BdevParams {
             name,
