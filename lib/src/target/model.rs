@@ -330,6 +330,22 @@ pub struct ModelSnapshot {
 }
 
 impl ModelSnapshot {
+    /// Auth group `tag`, to change, or "does not exist".
+    fn auth_group_mut(&mut self, tag: u32) -> Result<&mut AuthGroup, ModelError> {
+        self.auth_groups
+            .iter_mut()
+            .find(|g| g.tag == tag)
+            .ok_or_else(|| ModelError::not_found(format!("auth group {tag} does not exist")))
+    }
+
+    /// Initiator group `tag`, to change, or "does not exist".
+    fn initiator_group_mut(&mut self, tag: u32) -> Result<&mut InitiatorGroup, ModelError> {
+        self.initiator_groups
+            .iter_mut()
+            .find(|g| g.tag == tag)
+            .ok_or_else(|| ModelError::not_found(format!("initiator group {tag} does not exist")))
+    }
+
     /// The global options.
     pub fn options(&self) -> &IscsiOptions {
         &self.options
@@ -1045,11 +1061,7 @@ impl TargetModel {
     pub fn auth_group_add_secret(&self, tag: u32, secret: &SecretSpec) -> Result<(), ModelError> {
         let secret = check_secret(secret, None)?;
         self.mutate(|m, _, _| {
-            let group = m
-                .auth_groups
-                .iter_mut()
-                .find(|g| g.tag == tag)
-                .ok_or_else(|| ModelError::not_found(format!("auth group {tag} does not exist")))?;
+            let group = m.auth_group_mut(tag)?;
             add_secret(group, secret)
         })
     }
@@ -1057,11 +1069,7 @@ impl TargetModel {
     /// `iscsi_auth_group_remove_secret`.
     pub fn auth_group_remove_secret(&self, tag: u32, user: &str) -> Result<(), ModelError> {
         self.mutate(|m, _, _| {
-            let group = m
-                .auth_groups
-                .iter_mut()
-                .find(|g| g.tag == tag)
-                .ok_or_else(|| ModelError::not_found(format!("auth group {tag} does not exist")))?;
+            let group = m.auth_group_mut(tag)?;
             let before = group.secrets.len();
             group.secrets.retain(|s| s.user != user);
             if group.secrets.len() == before {
@@ -1281,13 +1289,7 @@ impl TargetModel {
         let initiators = parse_initiators(initiators)?;
         let netmasks = parse_netmasks(netmasks)?;
         self.mutate(|m, _, events| {
-            let group = m
-                .initiator_groups
-                .iter_mut()
-                .find(|g| g.tag == tag)
-                .ok_or_else(|| {
-                    ModelError::not_found(format!("initiator group {tag} does not exist"))
-                })?;
+            let group = m.initiator_group_mut(tag)?;
             append_unique(
                 &mut group.initiators,
                 initiators,
@@ -1321,13 +1323,7 @@ impl TargetModel {
         let initiators = parse_initiators(initiators)?;
         let netmasks = parse_netmasks(netmasks)?;
         self.mutate(|m, _, events| {
-            let group = m
-                .initiator_groups
-                .iter_mut()
-                .find(|g| g.tag == tag)
-                .ok_or_else(|| {
-                    ModelError::not_found(format!("initiator group {tag} does not exist"))
-                })?;
+            let group = m.initiator_group_mut(tag)?;
             for e in &initiators {
                 let i = group
                     .initiators
