@@ -1,3 +1,4 @@
 //! Wire protocols and data movers: iSCSI, TCP, RDMA, iSER, SRP
 pub mod iscsi;
+pub mod iser;
 pub mod tcp;
