@@ -281,7 +281,7 @@ fn a_second_connection_joins_its_session_on_another_reactor() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|c| c["tsih"] == a.tsih)
+        .filter(|c| c["tsih"] == a.tsih && c["transport"] == "tcp")
         .count();
     assert_eq!(n, 2, "{conns}");
     let cores: std::collections::HashSet<_> = conns

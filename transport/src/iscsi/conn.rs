@@ -46,12 +46,31 @@ pub(crate) enum Phase {
     Closed,
 }
 
+/// What carries a connection's PDUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    Tcp,
+    /// iSER (RFC 7145) over RDMA: the login negotiates the iSER keys.
+    Iser,
+}
+
+impl Transport {
+    /// As `iscsi_get_connections` reports it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Iser => "iser",
+        }
+    }
+}
+
 /// Facts about the portal a connection came in through.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PortalInfo {
     pub portal_group_tag: u16,
     pub local: SocketAddr,
     pub peer: SocketAddr,
+    pub transport: Transport,
 }
 
 /// A sequence of Data-Out PDUs being received: the unsolicited one (TTT
@@ -245,7 +264,7 @@ impl Conn {
             "target_port": self.portal.local.port(),
             "target_node_name": i.target_name,
             "portal_group_tag": self.portal.portal_group_tag,
-            "transport": "tcp",
+            "transport": self.portal.transport.name(),
             "lcore_id": reactor,
             "state": format!("{:?}", i.phase),
             "outstanding_tasks": i.cmds.slots.len(),
@@ -315,7 +334,7 @@ impl Conn {
         let i = self.inner.borrow();
         let bhs = &i.recv.header.bhs;
         let data_len = i.recv.header.data_len as u32;
-        if data_len > i.params.max_recv_data_segment_length.max(8192) {
+        if data_len > i.params.recv_segment_limit().max(8192) {
             return Dest::Discard; // rejected when the PDU is handled
         }
         match pdu::opcode_of(bhs) {
@@ -371,12 +390,7 @@ impl Conn {
                 return;
             }
         };
-        let max = self
-            .inner
-            .borrow()
-            .params
-            .max_recv_data_segment_length
-            .max(8192);
+        let max = self.inner.borrow().params.recv_segment_limit().max(8192);
         if data_len as u32 > max {
             self.reject(pdu::RejectReason::ProtocolError, &bhs);
             self.close_after_output();
@@ -918,7 +932,7 @@ impl Conn {
                 session_type: i.session_params.session_type,
                 target_name: i.target_name.clone(),
                 initiator_name: i.initiator_name.clone(),
-                max_send: i.params.max_send_data_segment_length,
+                max_send: i.params.send_segment_limit(),
             };
             match i.login.as_mut() {
                 Some(l) => l.text(t, &data, &ctx, self.portal),

@@ -79,7 +79,8 @@ pub(crate) fn add_joined(sock: Socket, portal: PortalInfo, setup: impl FnOnce(&R
     use std::os::fd::AsRawFd;
     let g = group();
     let fd = sock.as_raw_fd();
-    let conn = Conn::new(sock, portal, LoginDriver::new(portal, false));
+    let iser = portal.transport == super::conn::Transport::Iser;
+    let conn = Conn::new(sock, portal, LoginDriver::new(portal, iser));
     if !setup(&conn) {
         conn.close("its session is gone");
         return;

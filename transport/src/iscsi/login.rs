@@ -623,9 +623,10 @@ impl Login {
         let Some(negotiator) = self.negotiator.as_mut() else {
             return Err(LoginStatus::TARGET_ERROR.into());
         };
-        let negotiated = negotiator
-            .negotiate(&operational)
-            .map_err(|_| Refusal::Status(LoginStatus::INITIATOR_ERROR))?;
+        let negotiated = negotiator.negotiate(&operational).map_err(|e| {
+            tracing::info!("login negotiation failed: {e}");
+            Refusal::Status(LoginStatus::INITIATOR_ERROR)
+        })?;
         for answer in negotiated {
             answers.push(&answer.key, &answer.value);
         }
@@ -681,6 +682,22 @@ impl Login {
         let (tsih, session_params) = match (admission, request) {
             (SessionAdmission::New { tsih, .. }, SessionRequest::New) => (tsih, params),
             (SessionAdmission::Joined { params }, SessionRequest::AddConnection { tsih }) => {
+                // One session, one transport: an iSER connection cannot join
+                // a session in traditional mode, nor a TCP one an iSER session.
+                if params.session_type == SessionType::Normal
+                    && params.rdma_extensions != self.ctx.iser
+                {
+                    tracing::info!(
+                        "login: {} connection refused by session {tsih} over {}",
+                        if self.ctx.iser { "an iSER" } else { "a TCP" },
+                        if params.rdma_extensions {
+                            "iSER"
+                        } else {
+                            "TCP"
+                        }
+                    );
+                    return Err(LoginStatus::CANT_INCLUDE_IN_SESSION.into());
+                }
                 (tsih, params)
             }
             // The model answered a different question than was asked.

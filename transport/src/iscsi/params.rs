@@ -432,8 +432,10 @@ impl Default for TargetLimits {
             default_time2retain: 20,
             header_digests: AllowedDigests::ANY,
             data_digests: AllowedDigests::ANY,
-            iser_target_recv_data_segment_length: 256 * 1024,
-            iser_initiator_recv_data_segment_length: 256 * 1024,
+            // The RFC 7145 defaults, what isert and Linux ib_iser post receive
+            // buffers for; an iSER connection sets what its buffers hold.
+            iser_target_recv_data_segment_length: 8192,
+            iser_initiator_recv_data_segment_length: 8192,
             max_outstanding_unexpected_pdus: 0,
         }
     }
@@ -528,6 +530,35 @@ pub struct ConnectionParams {
     pub iser_target_recv_data_segment_length: u32,
     /// iSER: InitiatorRecvDataSegmentLength.
     pub iser_initiator_recv_data_segment_length: u32,
+    /// An iSER connection in iSER-assisted mode (a Normal session with
+    /// RDMAExtensions=Yes): the iSER lengths replace MaxRecvDataSegmentLength
+    /// (RFC 7145 §6.3-6.5). An iSER Discovery session keeps the latter.
+    pub iser_assisted: bool,
+}
+
+impl ConnectionParams {
+    /// The largest data segment the initiator may send in one PDU (immediate
+    /// data, unsolicited Data-Out, text): TargetRecvDataSegmentLength in
+    /// iSER-assisted mode, else the MaxRecvDataSegmentLength the target
+    /// declared.
+    pub fn recv_segment_limit(&self) -> u32 {
+        if self.iser_assisted {
+            self.iser_target_recv_data_segment_length
+        } else {
+            self.max_recv_data_segment_length
+        }
+    }
+
+    /// The largest data segment the target may send in one PDU:
+    /// InitiatorRecvDataSegmentLength in iSER-assisted mode, else the
+    /// initiator's MaxRecvDataSegmentLength.
+    pub fn send_segment_limit(&self) -> u32 {
+        if self.iser_assisted {
+            self.iser_initiator_recv_data_segment_length
+        } else {
+            self.max_send_data_segment_length
+        }
+    }
 }
 
 impl Default for ConnectionParams {
@@ -539,6 +570,7 @@ impl Default for ConnectionParams {
             max_send_data_segment_length: 8192,
             iser_target_recv_data_segment_length: 8192,
             iser_initiator_recv_data_segment_length: 8192,
+            iser_assisted: false,
         }
     }
 }
@@ -583,6 +615,9 @@ pub enum NegotiationError {
     WrongSender(String),
     /// An answer to a target offer that the target cannot live with.
     UnacceptableAnswer(String),
+    /// RDMAExtensions=No on an iSER connection: over RDMA there is no
+    /// byte stream for traditional iSCSI to fall back to (RFC 7145 §5.1).
+    RdmaExtensionsRequired,
 }
 
 impl fmt::Display for NegotiationError {
@@ -593,6 +628,10 @@ impl fmt::Display for NegotiationError {
             NegotiationError::BadDeclaration(k) => write!(f, "{k}: malformed declaration"),
             NegotiationError::WrongSender(k) => write!(f, "{k}: only a target may send it"),
             NegotiationError::UnacceptableAnswer(k) => write!(f, "{k}: unacceptable answer"),
+            NegotiationError::RdmaExtensionsRequired => write!(
+                f,
+                "RDMAExtensions=No on an iSER portal, which speaks iSER-assisted mode only"
+            ),
         }
     }
 }
@@ -706,6 +745,9 @@ impl Negotiator {
             return Err(NegotiationError::WrongSender(name.into()));
         }
         let (reply, setting) = self.evaluate(key, spec, value)?;
+        if key == Key::RdmaExtensions && self.scope.iser && reply == Reply::Value("No".into()) {
+            return Err(NegotiationError::RdmaExtensionsRequired);
+        }
         match self.state(key) {
             Some(KeyState::Settled(previous)) => {
                 if previous.as_deref() != reply.text().or(Some(value)) {
@@ -922,6 +964,11 @@ impl Negotiator {
         let normal_leading = self.scope.session_type == SessionType::Normal && self.scope.leading;
         let untouched = |n: &Negotiator, k: Key| n.state(k).is_none();
         if normal_leading {
+            // An iSER connection must enter iSER-assisted mode; ask for it if
+            // the initiator did not (RFC 7145 §5.1.1).
+            if self.scope.iser && untouched(self, Key::RdmaExtensions) {
+                offers.push((Key::RdmaExtensions, 1));
+            }
             if !self.limits.immediate_data && untouched(self, Key::ImmediateData) {
                 offers.push((Key::ImmediateData, 0));
             }
@@ -956,6 +1003,7 @@ impl Negotiator {
                 let text = match key {
                     Key::HeaderDigest | Key::DataDigest => "CRC32C".to_string(),
                     Key::ImmediateData => "No".to_string(),
+                    Key::RdmaExtensions => "Yes".to_string(),
                     _ => value.to_string(),
                 };
                 Answer::new(key.name(), text)
@@ -980,6 +1028,8 @@ impl Negotiator {
         let accepted = match key {
             Key::HeaderDigest | Key::DataDigest => (answer == "CRC32C").then_some(offer),
             Key::ImmediateData => (answer == "No").then_some(0),
+            Key::RdmaExtensions if answer == "Yes" => Some(1),
+            Key::RdmaExtensions => return Err(NegotiationError::RdmaExtensionsRequired),
             Key::FirstBurstLength if answer == "Irrelevant" => None,
             _ => match parse_number(answer) {
                 Ok(v) if v <= offer && v >= u64::from(MIN_DATA_SEGMENT_LEN) => Some(v),
@@ -1027,7 +1077,13 @@ impl Negotiator {
 
     /// The connection values negotiated so far.
     pub fn connection_params(&self) -> ConnectionParams {
-        self.conn
+        let mut c = self.conn;
+        // A connection joining a session takes the session's mode (the login
+        // refuses a mismatch); RDMAExtensions is leading-only.
+        c.iser_assisted = self.scope.iser
+            && self.scope.session_type == SessionType::Normal
+            && (self.session.rdma_extensions || !self.scope.leading);
+        c
     }
 }
 

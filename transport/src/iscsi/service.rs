@@ -14,7 +14,7 @@ use ferrite_lib::target::{
 use ferrite_reactor::{self as reactor, Poll};
 use serde_json::Value;
 
-use super::conn::PortalInfo;
+use super::conn::{PortalInfo, Transport};
 use super::{driver, group, session};
 use crate::tcp::{Listener, Socket};
 
@@ -41,9 +41,16 @@ struct Portals;
 impl PortalHooks for Portals {
     fn listen(&self, pg_tag: u32, portal: &model::Portal) -> std::io::Result<()> {
         if portal.iser {
+            // Until the RDMA layer is in, an iSER portal fails its RPC (and a
+            // config holding one fails the start) rather than sitting there
+            // inactive: a portal that is listed but never answers is worse.
             return Err(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
-                "iSER portals are not supported yet",
+                format!(
+                    "iSER portal {}:{}: this target has no RDMA transport yet \
+                     (use a TCP portal)",
+                    portal.host, portal.port
+                ),
             ));
         }
         let listener = Listener::bind(&portal.addr.to_string(), portal.port)?;
@@ -192,6 +199,7 @@ fn hand_off(sock: Socket, peer: SocketAddr, pg_tag: u32) {
         portal_group_tag: pg_tag as u16,
         local: sock.local_addr(),
         peer,
+        transport: Transport::Tcp,
     };
     let target = group::least_loaded(reactor::handle().count());
     let (stream, local, peer) = sock.into_parts();

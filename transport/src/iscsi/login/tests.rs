@@ -835,8 +835,71 @@ fn iser_login_as_open_iscsi_sends_it() {
     assert_eq!(r.get("MaxRecvDataSegmentLength"), None);
     let out = r.outcome();
     assert!(out.session_params.rdma_extensions);
-    assert_eq!(out.conn_params.iser_target_recv_data_segment_length, 262144);
+    // The target receives what its buffers hold (8192 by default).
+    assert_eq!(out.conn_params.iser_target_recv_data_segment_length, 8192);
+    assert!(out.conn_params.iser_assisted);
+    assert_eq!(out.conn_params.recv_segment_limit(), 8192);
     assert_eq!(out.conn_params.header_digest, DigestType::None);
+}
+
+#[test]
+fn iser_login_without_rdma_extensions_fails() {
+    let ctx = LoginContext {
+        iser: true,
+        ..context()
+    };
+    let first = [
+        ("InitiatorName", IQN_I),
+        ("TargetName", IQN_T),
+        ("SessionType", "Normal"),
+        ("AuthMethod", "None"),
+    ];
+    // Offered No: the login fails at once.
+    let mut ini =
+        Initiator::with_context(Model::with_target(chap_node(ChapMode::Disabled, None)), ctx);
+    assert!(ini.send(SEC, Some(OP), &first).transit);
+    let r = ini.send(OP, Some(FFP), &[("RDMAExtensions", "No")]);
+    assert_eq!(r.failed(), Some(LoginStatus::INITIATOR_ERROR));
+    assert!(ini.model.bindings.is_empty());
+
+    // Not offered: the target asks for Yes before the full feature phase.
+    let mut ini =
+        Initiator::with_context(Model::with_target(chap_node(ChapMode::Disabled, None)), ctx);
+    ini.send(SEC, Some(OP), &first);
+    let r = ini.send(OP, Some(FFP), &[("ErrorRecoveryLevel", "0")]);
+    assert!(!r.transit);
+    assert_eq!(r.get("RDMAExtensions"), Some("Yes"));
+    let r = ini.send(OP, Some(FFP), &[("RDMAExtensions", "Yes")]);
+    assert!(r.transit);
+    assert!(r.outcome().session_params.rdma_extensions);
+}
+
+#[test]
+fn one_transport_per_session() {
+    // An iSER connection may not join a TCP session, nor the reverse.
+    for (session_iser, conn_iser) in [(false, true), (true, false)] {
+        let mut model = Model::with_target(chap_node(ChapMode::Disabled, None));
+        let mut params = SessionParams {
+            rdma_extensions: session_iser,
+            ..SessionParams::default()
+        };
+        params.target_portal_group_tag = 1;
+        model.sessions.push((0x42, params));
+        let ctx = LoginContext {
+            iser: conn_iser,
+            ..context()
+        };
+        let mut ini = Initiator::with_context(model, ctx);
+        ini.tsih = 0x42;
+        ini.cid = 2;
+        let first = libiscsi_first_keys("Normal");
+        let r = ini.send(OP, Some(FFP), &with(&first, &[("ErrorRecoveryLevel", "0")]));
+        assert_eq!(
+            r.failed(),
+            Some(LoginStatus::CANT_INCLUDE_IN_SESSION),
+            "session iSER {session_iser}, connection iSER {conn_iser}"
+        );
+    }
 }
 
 #[test]

@@ -471,7 +471,7 @@ fn iser_keys() {
     assert_eq!(
         got,
         own(&[
-            ("InitiatorRecvDataSegmentLength", "262144"),
+            ("InitiatorRecvDataSegmentLength", "8192"),
             ("TargetRecvDataSegmentLength", "131072"),
             ("RDMAExtensions", "Yes"),
             ("MaxOutstandingUnexpectedPDUs", "16"),
@@ -481,7 +481,8 @@ fn iser_keys() {
     assert_eq!(n.session_params().max_outstanding_unexpected_pdus, 16);
     let c = n.connection_params();
     assert_eq!(c.iser_target_recv_data_segment_length, 131072);
-    assert_eq!(c.iser_initiator_recv_data_segment_length, 262144);
+    // The target's own default (the RFC's, 8192) caps what it sends.
+    assert_eq!(c.iser_initiator_recv_data_segment_length, 8192);
     // In iSER-assisted mode MaxRecvDataSegmentLength is not declared.
     assert!(n.declarations().is_empty());
 
@@ -493,6 +494,120 @@ fn iser_keys() {
         let mut n = Negotiator::new(limits, scope(SessionType::Normal, true, true));
         assert_eq!(answer(&mut n, "MaxOutstandingUnexpectedPDUs", offer), want);
     }
+}
+
+#[test]
+fn iser_portals_speak_iser_assisted_mode_only() {
+    let iser = scope(SessionType::Normal, true, true);
+    // RDMAExtensions=No on an iSER connection fails the login, with a reason.
+    let mut n = Negotiator::new(TargetLimits::default(), iser);
+    let e = n
+        .negotiate(&pairs(&[("RDMAExtensions", "No")]))
+        .unwrap_err();
+    assert_eq!(e, NegotiationError::RdmaExtensionsRequired);
+    assert!(e.to_string().contains("iSER portal"), "{e}");
+
+    // Not offered: the target offers it when the initiator wants to leave
+    // the operational stage, and the login waits for Yes.
+    let mut n = Negotiator::new(TargetLimits::default(), iser);
+    answers(&mut n, &[("ErrorRecoveryLevel", "0")]);
+    let offers = n.target_offers();
+    assert_eq!(
+        offers,
+        vec![Answer::new("RDMAExtensions", "Yes")],
+        "{offers:?}"
+    );
+    assert!(n.awaiting_answers());
+    assert!(answers(&mut n, &[("RDMAExtensions", "Yes")]).is_empty());
+    assert!(!n.awaiting_answers());
+    assert!(n.session_params().rdma_extensions);
+    assert!(n.connection_params().iser_assisted);
+    // ... and an answer of No fails it.
+    let mut n = Negotiator::new(TargetLimits::default(), iser);
+    n.target_offers();
+    assert_eq!(
+        n.negotiate(&pairs(&[("RDMAExtensions", "No")])),
+        Err(NegotiationError::RdmaExtensionsRequired)
+    );
+
+    // TCP: never offered; an initiator's Yes is answered No (tested above).
+    let mut n = Negotiator::new(TargetLimits::default(), normal());
+    assert!(n.target_offers().is_empty());
+    assert!(!n.connection_params().iser_assisted);
+}
+
+#[test]
+fn data_segment_limits_per_transport() {
+    let limits = TargetLimits {
+        max_recv_data_segment_length: 65536,
+        iser_target_recv_data_segment_length: 16384,
+        iser_initiator_recv_data_segment_length: 32768,
+        ..TargetLimits::default()
+    };
+    // TCP: the MaxRecvDataSegmentLength declarations.
+    let mut n = Negotiator::new(limits, normal());
+    answers(&mut n, &[("MaxRecvDataSegmentLength", "262144")]);
+    n.declarations();
+    let c = n.connection_params();
+    assert_eq!(
+        (c.recv_segment_limit(), c.send_segment_limit()),
+        (65536, 262144)
+    );
+
+    // iSER-assisted: the iSER keys, whatever MaxRecvDataSegmentLength says
+    // (an initiator may still declare it; it is not used).
+    let mut n = Negotiator::new(limits, scope(SessionType::Normal, true, true));
+    answers(
+        &mut n,
+        &[
+            ("MaxRecvDataSegmentLength", "4096"),
+            ("InitiatorRecvDataSegmentLength", "262144"),
+            ("TargetRecvDataSegmentLength", "262144"),
+            ("RDMAExtensions", "Yes"),
+        ],
+    );
+    assert!(n.declarations().is_empty());
+    let c = n.connection_params();
+    assert!(c.iser_assisted);
+    assert_eq!(
+        (c.recv_segment_limit(), c.send_segment_limit()),
+        (16384, 32768)
+    );
+    // Digests stay off whatever is offered.
+    let mut n = Negotiator::new(limits, scope(SessionType::Normal, true, true));
+    assert_eq!(answer(&mut n, "HeaderDigest", "CRC32C,None"), "None");
+    assert_eq!(answer(&mut n, "DataDigest", "CRC32C"), "Reject");
+
+    // A Discovery session over iSER (open-iscsi -I iser): MaxRecvDataSegmentLength
+    // as on TCP, the iSER keys irrelevant.
+    let mut n = Negotiator::new(limits, scope(SessionType::Discovery, true, true));
+    let got = answers(
+        &mut n,
+        &[
+            ("MaxRecvDataSegmentLength", "32768"),
+            ("RDMAExtensions", "Yes"),
+            ("MaxOutstandingUnexpectedPDUs", "0"),
+        ],
+    );
+    assert_eq!(
+        got,
+        own(&[
+            ("RDMAExtensions", "Irrelevant"),
+            ("MaxOutstandingUnexpectedPDUs", "Irrelevant")
+        ])
+    );
+    assert!(n.target_offers().is_empty());
+    assert_eq!(n.declarations().len(), 1);
+    let c = n.connection_params();
+    assert!(!c.iser_assisted);
+    assert_eq!(
+        (c.recv_segment_limit(), c.send_segment_limit()),
+        (65536, 32768)
+    );
+
+    // A second connection of an iSER session is iSER-assisted too.
+    let n = Negotiator::new(limits, scope(SessionType::Normal, false, true));
+    assert!(n.connection_params().iser_assisted);
 }
 
 #[test]
