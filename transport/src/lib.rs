@@ -1,4 +1,5 @@
 //! Wire protocols and data movers: iSCSI, TCP, RDMA, iSER, SRP
 pub mod iscsi;
 pub mod iser;
+pub mod rdma;
 pub mod tcp;

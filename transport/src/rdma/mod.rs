@@ -1,0 +1,110 @@
+//! The RDMA layer iSER and SRP stand on: RDMA CM listeners and connections,
+//! queue pairs on per-reactor completion and shared receive queues, the
+//! buffer arena registered once per device, and a reactor poller that routes
+//! completions back to their connection.
+//!
+//! All FFI (libibverbs, librdmacm through `rdma-sys`) is in [`sys`]; the rest
+//! is safe code.
+//!
+//! # Model
+//!
+//! * **Devices** ([`Device`]): per RDMA device one protection domain, and the
+//!   arena's I/O region (every pool [`Buffer`](ferrite_reactor::mem::Buffer))
+//!   registered once with local access. [`Conn::sge`] turns a buffer into a
+//!   scatter/gather entry: no registration per I/O. Initiators that let the
+//!   peer RDMA into their buffers get an rkey from [`Conn::remote`] (the
+//!   region is then registered a second time with remote access; a target
+//!   never does this).
+//! * **Per reactor and device** (made on the reactor's first connection on
+//!   that device): one CQ shared by all the reactor's QPs (grown as QPs are
+//!   added), one SRQ kept full of arena buffers of [`RdmaConfig::recv_len`]
+//!   bytes, a completion channel registered as a reactor interrupt, and one
+//!   RDMA CM event channel per reactor for its connections. The `"rdma"`
+//!   poller reaps up to 128 completions per call in batches of 32, arms the
+//!   CQ when it goes idle (reading and acknowledging old events first, then
+//!   polling once more), refills the SRQ, and every millisecond reads CM
+//!   events, async events and drain time-outs.
+//! * **Connections** ([`Conn`]): one RC QP each, living on one reactor.
+//!   Completions come back to the connection's [`Handler`] on that reactor:
+//!   `wr_id` carries the connection's slab key (with a generation) and the
+//!   caller's 32-bit tag; receives are routed by QP number. No heap
+//!   allocation per I/O.
+//!
+//! # Passive side (a target)
+//!
+//! ```ignore
+//! // On the control reactor: listen and watch the listener's fd.
+//! let listener = rdma::Listener::bind("169.254.77.1:3260".parse()?, 128)?;
+//! reactor::register_interrupt(listener.fd())?;
+//! // In a poller: take requests, hand each to a reactor (ConnectRequest is Send).
+//! while let Some(req) = listener.next_request()? {
+//!     if !acceptable(req.private_data()) {
+//!         req.reject(&my_reject_data)?;          // e.g. SRP_LOGIN_REJ
+//!         continue;
+//!     }
+//!     reactor::send(target, Box::new(move || {
+//!         let handler: Rc<dyn rdma::Handler> = Rc::new(MyConn::new());
+//!         match req.accept(&rdma::QpConfig::default(), &my_accept_data, handler) {
+//!             Ok(conn) => { /* keep conn, or get it in the callbacks */ }
+//!             Err(e) => tracing::warn!("accept: {e}"),
+//!         }
+//!     }))?;
+//! }
+//! ```
+//!
+//! # Active side (load generators, tests)
+//!
+//! ```ignore
+//! let conn = rdma::connect(addr, &rdma::QpConfig::default(), &login_data, handler)?;
+//! // handler.established(conn, peer_private_data) or handler.connect_failed(conn, why)
+//! ```
+//!
+//! # Posting
+//!
+//! ```ignore
+//! // RDMA WRITE of the data to the peer's buffer, then the response by SEND;
+//! // one doorbell, one signalled completion (tag 42) for both.
+//! let data = [conn.sge(&buf)];
+//! let rsp = [conn.sge(&rsp_buf)];
+//! conn.post(&[
+//!     rdma::Wr::write(42, rdma::Remote { addr: va, rkey: stag }, &data),
+//!     rdma::Wr::send(42, &rsp),     // or Wr::send_invalidate(42, stag, &rsp)
+//! ])?;
+//! // RDMA READ of the peer's data into ours (signalled):
+//! conn.post(&[rdma::Wr::read(7, rdma::Remote { addr, rkey }, &[conn.sge(&dst)])])?;
+//! ```
+//!
+//! `post` fails with `WouldBlock` when the send queue lacks room (retry after
+//! completions) and `NotConnected` once the connection is going down. Keep
+//! the memory of a work request untouched until it completes. Tags are the
+//! caller's (`u32::MAX` is reserved). At most 16 work requests per chain and
+//! [`Conn::max_send_sge`] entries per request; stay within
+//! [`Conn::max_rdma_reads`] outstanding READs.
+//!
+//! # Life of a connection
+//!
+//! `established` → any number of `recv` / `completed` → `disconnecting` (peer
+//! disconnect, an error completion, a fatal QP event, device removal; not
+//! for the caller's own [`Conn::disconnect`]) → flushed `completed`s (errors
+//! with [`WcError::is_flush`]) → `closed`. Closing moves the QP to error,
+//! posts a drain marker behind everything and destroys the QP when it comes
+//! back (or after 5 s), so every tag posted gets exactly one completion
+//! (signalled ones, and failed ones) before `closed`. Handler calls always
+//! come from the poller, never from inside `post` or `disconnect`.
+
+pub mod cm;
+pub mod conn;
+pub mod device;
+pub mod group;
+pub mod sys;
+
+pub use cm::{ConnectRequest, Listener};
+pub use conn::{
+    CloseReason, Conn, ConnectFailure, Done, Handler, Op, QpConfig, Recv, Remote, State, WcError,
+    Wr, MAX_CONNS_PER_REACTOR, MAX_SEND_WR, RESERVED_TAG,
+};
+pub use device::{devices, pin_devices, Device};
+pub use group::{
+    close_all_local, configure, connect, local_conns, local_stats, LocalStats, RdmaConfig,
+};
+pub use sys::{live_counts, Sge, MAX_CHAIN, MAX_PRIVATE_DATA, MAX_SGE};
