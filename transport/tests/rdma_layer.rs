@@ -67,6 +67,8 @@ struct Log {
     rejected: Option<(i32, Vec<u8>)>,
     unreachable: Option<String>,
     recvs: Vec<Vec<u8>>,
+    /// The lengths of each message's parts (the buffer, the data buffer).
+    parts: Vec<(usize, Option<usize>)>,
     /// The reactor's sleep count when each message arrived.
     sleeps_at_recv: Vec<u64>,
     completions: Vec<(u32, Result<Done, WcError>)>,
@@ -250,6 +252,20 @@ impl Target {
     }
 }
 
+/// Logs a received message and returns it whole (both parts in two-part mode).
+fn record_recv(log: &SharedLog, msg: &Recv) -> Vec<u8> {
+    let mut whole = msg.buf.to_vec();
+    if let Some(d) = &msg.data {
+        whole.extend_from_slice(d);
+    }
+    let mut log = log_of(log);
+    log.recvs.push(whole.clone());
+    log.parts
+        .push((msg.buf.len(), msg.data.as_ref().map(|d| d.len())));
+    log.sleeps_at_recv.push(reactor::local_stats().sleeps);
+    whole
+}
+
 fn parse_remote(m: &[u8]) -> (Remote, usize) {
     let addr = u64::from_le_bytes(m[1..9].try_into().unwrap());
     let rkey = u32::from_le_bytes(m[9..13].try_into().unwrap());
@@ -271,12 +287,8 @@ impl Handler for Target {
     }
 
     fn recv(&self, conn: &Conn, msg: Recv) {
-        {
-            let mut log = log_of(&self.log);
-            log.recvs.push(msg.buf.to_vec());
-            log.sleeps_at_recv.push(reactor::local_stats().sleeps);
-        }
-        let m = &msg.buf[..];
+        let whole = record_recv(&self.log, &msg);
+        let m = &whole[..];
         match m.first().copied() {
             Some(OP_ECHO) => {
                 let mut reply = Buffer::alloc(m.len()).expect("reply buffer");
@@ -411,9 +423,7 @@ impl Handler for Initiator {
     }
 
     fn recv(&self, _conn: &Conn, msg: Recv) {
-        let mut log = log_of(&self.log);
-        log.recvs.push(msg.buf.to_vec());
-        log.sleeps_at_recv.push(reactor::local_stats().sleeps);
+        record_recv(&self.log, &msg);
     }
 
     fn completed(&self, _conn: &Conn, tag: u32, result: Result<Done, WcError>) {
@@ -990,6 +1000,64 @@ fn a_read_with_a_bad_rkey_fails_flushes_what_follows_and_closes_only_that_connec
     assert_eq!(log_of(&glog).recvs[0], payload(9, 2000));
     client_disconnect(&bed, good);
     wait_for("the bystander closed", || log_of(&glog).closed);
+    forget_clients(&bed);
+    assert_no_leak(&bed);
+}
+
+/// Puts the default RDMA configuration back when a test that changed it ends.
+struct DefaultConfigAfter;
+
+impl Drop for DefaultConfigAfter {
+    fn drop(&mut self) {
+        rdma::configure(rdma::RdmaConfig::default());
+    }
+}
+
+#[test]
+#[ignore = "needs an RDMA device (run in the VM test bed: test/vm/run.sh test/vm/rdma-layer.sh)"]
+fn two_part_receives_put_what_follows_the_header_at_the_start_of_its_own_buffer() {
+    const HEADER: usize = 76;
+    let _restore = DefaultConfigAfter;
+    rdma::configure(rdma::RdmaConfig {
+        recv_header_len: HEADER,
+        recv_len: mem::SMALL_BUF_SIZE,
+        ..rdma::RdmaConfig::default()
+    });
+    let bed = Bed::start();
+    let (addr, targets) = start_target(&bed, 18523);
+    let (c, clog) = connect(&bed, addr, b"two-part");
+    established_with(&clog, "the client to be established");
+    wait_for("the target to accept", || {
+        targets.lock().unwrap().len() == 1
+    });
+    let tlog = targets.lock().unwrap()[0].clone();
+    let lens = [
+        10,
+        HEADER,
+        HEADER + 1,
+        HEADER + 4096,
+        HEADER + mem::SMALL_BUF_SIZE,
+    ];
+    for (k, &len) in lens.iter().enumerate() {
+        client_send(&bed, c, k as u32 + 1, payload(k, len));
+    }
+    wait_for("every echo", || log_of(&clog).recvs.len() == lens.len());
+    let expect_parts: Vec<_> = lens
+        .iter()
+        .map(|&len| (len.min(HEADER), (len > HEADER).then(|| len - HEADER)))
+        .collect();
+    for log in [&tlog, &clog] {
+        let l = log_of(log);
+        assert!(l.faults.is_empty(), "{:?}", l.faults);
+        for (k, &len) in lens.iter().enumerate() {
+            assert_eq!(l.recvs[k], payload(k, len), "message {k} intact");
+        }
+        assert_eq!(l.parts, expect_parts, "header and data parts");
+    }
+    client_disconnect(&bed, c);
+    wait_for("both sides closed", || {
+        log_of(&clog).closed && log_of(&tlog).closed
+    });
     forget_clients(&bed);
     assert_no_leak(&bed);
 }

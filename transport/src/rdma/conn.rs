@@ -193,9 +193,14 @@ impl<'a> Wr<'a> {
 /// A message received through the shared receive queue.
 #[derive(Debug)]
 pub struct Recv {
-    /// The message: `buf.len()` is what arrived. Yours to keep (it goes back
-    /// to the pool when dropped); the layer posts a fresh buffer in its place.
+    /// The message (`buf.len()` is what arrived), or with
+    /// [`RdmaConfig::recv_header_len`](super::RdmaConfig::recv_header_len) its
+    /// first part. Yours to keep (it goes back to the pool when dropped); the
+    /// layer posts fresh buffers in its place.
     pub buf: Buffer,
+    /// In two-part mode, the rest of a message longer than the header part,
+    /// starting at the buffer's first byte.
+    pub data: Option<Buffer>,
     /// The rkey the peer invalidated (SEND with invalidate).
     pub invalidated_rkey: Option<u32>,
     /// Immediate data, when the peer sent some.

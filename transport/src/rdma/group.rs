@@ -24,8 +24,8 @@ use super::conn::{
 };
 use super::device::{device_for, Device};
 use super::sys::{
-    self, CmEvent, CmEventKind, CmId, ConnParam, Cq, EventChannel, QpCaps, SendWr, Sge, Srq, Verbs,
-    WcBatch, WrOp,
+    self, CmEvent, CmEventKind, CmId, ConnParam, Cq, EventChannel, QpCaps, RecvSges, SendWr, Sge,
+    Srq, Verbs, WcBatch, WrOp,
 };
 
 /// Sizes of each reactor's per-device queues. Set with [`configure`] before
@@ -34,9 +34,17 @@ use super::sys::{
 pub struct RdmaConfig {
     /// Receives kept posted on each shared receive queue.
     pub srq_depth: u32,
-    /// Size of each receive buffer (the largest message a peer may SEND; at
-    /// most 8 KiB uses the arena's small buffers).
+    /// Size of each receive buffer: the largest message a peer may SEND, or
+    /// with `recv_header_len` the largest part after the header. At most 8 KiB
+    /// uses the arena's small buffers (larger takes 128 KiB ones).
     pub recv_len: usize,
+    /// When not 0, each receive has two entries: the first `recv_header_len`
+    /// bytes of a message land in one buffer ([`Recv::buf`]) and the rest at
+    /// the start of another ([`Recv::data`]), so a message of a header and up
+    /// to `recv_len` bytes of data (an iSER header and BHS then 8 KiB of
+    /// immediate data; an SRP_CMD then its immediate data) needs no 128 KiB
+    /// buffer and its data no copy.
+    pub recv_header_len: usize,
     /// Initial completion queue size (grown as queue pairs are added).
     pub cq_depth: u32,
 }
@@ -46,6 +54,7 @@ impl Default for RdmaConfig {
         RdmaConfig {
             srq_depth: 512,
             recv_len: SMALL_BUF_SIZE,
+            recv_header_len: 0,
             cq_depth: 2048,
         }
     }
@@ -79,16 +88,22 @@ const RESOLVE_TIMEOUT_MS: i32 = 2000;
 /// Which reactor owns a QP, for routing async QP events (control path).
 static QP_OWNERS: Mutex<Vec<(Verbs, u32, usize)>> = Mutex::new(Vec::new());
 
+/// What one receive slot holds: the buffer, and the data part's in two-part mode.
+type RecvBuffers = (Buffer, Option<Buffer>);
+
 /// One device's queues on one reactor.
 pub(crate) struct Queues {
     pub(crate) device: Arc<Device>,
     srq: Srq,
     cq: Cq,
-    /// The buffer posted in each receive slot.
-    slots: RefCell<Vec<Option<Buffer>>>,
-    /// Slots waiting for a buffer.
+    /// The buffers posted in each receive slot (header and data parts in
+    /// two-part mode).
+    slots: RefCell<Vec<Option<RecvBuffers>>>,
+    /// Slots waiting for buffers.
     empty: RefCell<Vec<u32>>,
     recv_len: usize,
+    /// 0, or the length of the first part of a two-part receive.
+    header_len: usize,
     /// The CQ asks for an event at its next completion.
     armed: Cell<bool>,
     /// Send-queue entries of the QPs on this CQ (it must hold them all).
@@ -107,7 +122,7 @@ impl Queues {
         }
         let mut slots = self.slots.borrow_mut();
         let lkey = self.device.lkey();
-        let mut batch: ArrayVec<(u64, Sge), { sys::MAX_RECV_BATCH }> = ArrayVec::new();
+        let mut batch: ArrayVec<(u64, RecvSges), { sys::MAX_RECV_BATCH }> = ArrayVec::new();
         let mut posted = false;
         loop {
             while !batch.is_full() {
@@ -115,19 +130,20 @@ impl Queues {
                     break;
                 };
                 // An empty pool is back-pressure: the slot waits for the next poll.
-                let Some(buf) = Buffer::alloc(self.recv_len) else {
+                let Some(bufs) = self.alloc_recv() else {
                     break;
                 };
                 empty.pop();
-                batch.push((
-                    recv_wr_id(slot),
-                    Sge {
-                        addr: buf.as_ptr() as u64,
-                        len: self.recv_len as u32,
-                        lkey,
-                    },
-                ));
-                slots[slot as usize] = Some(buf);
+                let mut sges = RecvSges::new();
+                match &bufs {
+                    (hdr, Some(data)) => {
+                        sges.push(self.recv_sge(hdr, self.header_len, lkey));
+                        sges.push(self.recv_sge(data, self.recv_len, lkey));
+                    }
+                    (buf, None) => sges.push(self.recv_sge(buf, self.recv_len, lkey)),
+                }
+                batch.push((recv_wr_id(slot), sges));
+                slots[slot as usize] = Some(bufs);
             }
             if batch.is_empty() {
                 break;
@@ -149,6 +165,23 @@ impl Queues {
             }
         }
         posted
+    }
+
+    fn alloc_recv(&self) -> Option<RecvBuffers> {
+        if self.header_len == 0 {
+            return Some((Buffer::alloc(self.recv_len)?, None));
+        }
+        let hdr = Buffer::alloc(self.header_len)?;
+        let data = Buffer::alloc(self.recv_len)?;
+        Some((hdr, Some(data)))
+    }
+
+    fn recv_sge(&self, buf: &Buffer, len: usize, lkey: u32) -> Sge {
+        Sge {
+            addr: buf.as_ptr() as u64,
+            len: len as u32,
+            lkey,
+        }
     }
 
     fn posted_recvs(&self) -> usize {
@@ -263,9 +296,11 @@ impl Group {
         let cfg = config();
         let attr = *device.attr();
         let channel = Rc::new(verbs.create_comp_channel()?);
-        let srq = device
-            .pd()
-            .create_srq(cfg.srq_depth.clamp(1, attr.max_srq_wr.max(1)))?;
+        let two_part = cfg.recv_header_len > 0;
+        let srq = device.pd().create_srq(
+            cfg.srq_depth.clamp(1, attr.max_srq_wr.max(1)),
+            if two_part { 2 } else { 1 },
+        )?;
         let depth = cfg.cq_depth.max(srq.max_wr() * 2).min(attr.max_cqe.max(1));
         let cq = verbs.create_cq(depth, &channel)?;
         reactor::register_interrupt(cq.channel_fd())?;
@@ -277,6 +312,7 @@ impl Group {
             slots: RefCell::new((0..n).map(|_| None).collect()),
             empty: RefCell::new((0..n).rev().collect()),
             recv_len: cfg.recv_len,
+            header_len: cfg.recv_header_len,
             armed: Cell::new(false),
             send_entries: Cell::new(0),
             qps: RefCell::new(HashMap::new()),
@@ -288,11 +324,16 @@ impl Group {
             self.async_devices.borrow_mut().push(device.clone());
         }
         tracing::info!(
-            "RDMA {} on reactor {}: CQ of {} entries, SRQ of {} receives of {} bytes",
+            "RDMA {} on reactor {}: CQ of {} entries, SRQ of {} receives of {}{} bytes",
             device.name(),
             self.reactor,
             q.cq.capacity(),
             n,
+            if two_part {
+                format!("{} + ", cfg.recv_header_len)
+            } else {
+                String::new()
+            },
             cfg.recv_len
         );
         self.queues.borrow_mut().push(q.clone());
@@ -530,7 +571,7 @@ fn dispatch(g: &Group, q: &Queues, wc: &sys::Wc) {
                 let mut slots = q.slots.borrow_mut();
                 slots.get_mut(slot as usize).and_then(Option::take)
             };
-            let Some(mut buf) = buf else {
+            let Some((mut buf, mut data)) = buf else {
                 tracing::error!("RDMA: a receive completion for empty slot {slot}");
                 return;
             };
@@ -557,12 +598,26 @@ fn dispatch(g: &Group, q: &Queues, wc: &sys::Wc) {
             if c.state.get() != State::Established {
                 return;
             }
-            buf.set_len((wc.byte_len() as usize).min(buf.capacity()));
+            let len = wc.byte_len() as usize;
+            if q.header_len == 0 {
+                buf.set_len(len.min(buf.capacity()));
+            } else {
+                let first = len.min(q.header_len);
+                buf.set_len(first);
+                let rest = (len - first).min(q.recv_len);
+                // A message that fits the header part gives no data buffer
+                // (it goes straight back to the pool).
+                data = data.filter(|_| rest > 0);
+                if let Some(d) = data.as_mut() {
+                    d.set_len(rest);
+                }
+            }
             if let Some(h) = c.handler() {
                 h.recv(
                     &conn_handle(&c),
                     Recv {
                         buf,
+                        data,
                         invalidated_rkey: wc.invalidated_rkey(),
                         imm: wc.imm_data(),
                     },

@@ -18,7 +18,10 @@
 //! * **Per reactor and device** (made on the reactor's first connection on
 //!   that device): one CQ shared by all the reactor's QPs (grown as QPs are
 //!   added), one SRQ kept full of arena buffers of [`RdmaConfig::recv_len`]
-//!   bytes, a completion channel registered as a reactor interrupt, and one
+//!   bytes (or, with [`RdmaConfig::recv_header_len`], two-part receives: a
+//!   header buffer and a data buffer, so 8 KiB of immediate data after an
+//!   iSER or SRP header lands at the start of its own small buffer), a
+//!   completion channel registered as a reactor interrupt, and one
 //!   RDMA CM event channel per reactor for its connections. The `"rdma"`
 //!   poller reaps up to 128 completions per call in batches of 32, arms the
 //!   CQ when it goes idle (reading and acknowledging old events first, then

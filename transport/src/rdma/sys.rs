@@ -929,13 +929,13 @@ impl Pd {
         })
     }
 
-    /// A shared receive queue of `max_wr` single-entry receives.
-    pub fn create_srq(self: &Arc<Pd>, max_wr: u32) -> io::Result<Srq> {
+    /// A shared receive queue of `max_wr` receives of up to `max_sge` entries.
+    pub fn create_srq(self: &Arc<Pd>, max_wr: u32, max_sge: u32) -> io::Result<Srq> {
         let mut attr = ffi::ibv_srq_init_attr {
             srq_context: ptr::null_mut(),
             attr: ffi::ibv_srq_attr {
                 max_wr,
-                max_sge: 1,
+                max_sge,
                 srq_limit: 0,
             },
         };
@@ -944,6 +944,7 @@ impl Pd {
         Ok(Srq {
             srq: NonNull::new(srq).ok_or_else(last_error)?,
             max_wr: attr.attr.max_wr,
+            max_sge,
             _pd: self.clone(),
         })
     }
@@ -1063,13 +1064,13 @@ impl Wc {
     }
 }
 
-/// A batch of work completions to poll into (on the stack, no allocation).
-pub struct WcBatch<const N: usize>([Wc; N]);
+/// A batch of work completions to poll into (on the stack, no allocation,
+/// not even zeroed: only what the poll wrote is read).
+pub struct WcBatch<const N: usize>([MaybeUninit<Wc>; N]);
 
 impl<const N: usize> WcBatch<N> {
     pub fn new() -> Self {
-        // SAFETY: ibv_wc is plain old data (ints and a union of ints).
-        WcBatch(unsafe { std::mem::zeroed() })
+        WcBatch([const { MaybeUninit::uninit() }; N])
     }
 }
 
@@ -1120,7 +1121,10 @@ impl Cq {
                 batch.0.as_mut_ptr() as *mut ffi::ibv_wc,
             )
         };
-        &batch.0[..n.clamp(0, N as c_int) as usize]
+        let n = n.clamp(0, N as c_int) as usize;
+        // SAFETY: ibv_poll_cq wrote the first n entries (it returns how many);
+        // MaybeUninit<Wc> has Wc's layout.
+        unsafe { std::slice::from_raw_parts(batch.0.as_ptr() as *const Wc, n) }
     }
 
     /// Asks for an event on the channel at the next completion.
@@ -1166,10 +1170,11 @@ impl Drop for Cq {
     }
 }
 
-/// A shared receive queue with single-entry receives.
+/// A shared receive queue.
 pub struct Srq {
     srq: NonNull<ffi::ibv_srq>,
     max_wr: u32,
+    max_sge: u32,
     _pd: Arc<Pd>,
 }
 
@@ -1183,8 +1188,9 @@ impl Srq {
         self.max_wr
     }
 
-    /// Posts one receive per `(wr_id, sge)`, linked into one call.
-    pub fn post_recv(&self, wrs: &[(u64, Sge)]) -> io::Result<()> {
+    /// Posts one receive per `(wr_id, sges)` (one or two entries each, at most
+    /// what the SRQ was made for), linked into one call.
+    pub fn post_recv(&self, wrs: &[(u64, RecvSges)]) -> io::Result<()> {
         if wrs.is_empty() {
             return Ok(());
         }
@@ -1194,27 +1200,35 @@ impl Srq {
                 "too many receives in one post",
             ));
         }
-        let mut sges: [Sge; MAX_RECV_BATCH] = [Sge::default(); MAX_RECV_BATCH];
         // SAFETY: ibv_recv_wr is plain old data; zero is an empty request.
         let mut raw: [ffi::ibv_recv_wr; MAX_RECV_BATCH] = unsafe { std::mem::zeroed() };
         let base = raw.as_mut_ptr();
-        let sbase = sges.as_mut_ptr();
-        for (i, (wr_id, sge)) in wrs.iter().enumerate() {
-            sges[i] = *sge;
+        for (i, (wr_id, sges)) in wrs.iter().enumerate() {
+            if sges.is_empty() || sges.len() as u32 > self.max_sge {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a receive needs 1 to max_sge entries",
+                ));
+            }
             raw[i].wr_id = *wr_id;
-            // SAFETY: i < MAX_RECV_BATCH; Sge has ibv_sge's layout.
-            raw[i].sg_list = unsafe { sbase.add(i) } as *mut ffi::ibv_sge;
-            raw[i].num_sge = 1;
+            // Sge has ibv_sge's layout; the verbs only read the list, which
+            // lives in `wrs` for the call.
+            raw[i].sg_list = sges.as_ptr() as *mut ffi::ibv_sge;
+            raw[i].num_sge = sges.len() as c_int;
             if i + 1 < wrs.len() {
                 // SAFETY: i + 1 < MAX_RECV_BATCH.
                 raw[i].next = unsafe { base.add(i + 1) };
             }
         }
         let mut bad: *mut ffi::ibv_recv_wr = ptr::null_mut();
-        // SAFETY: the SRQ is live; the list lives on this frame for the call.
+        // SAFETY: the SRQ is live; the list and its entries live for the call,
+        // which copies them into the queue.
         verbs_check(unsafe { ffi::ibv_post_srq_recv(self.raw(), base, &mut bad) })
     }
 }
+
+/// The scatter list of one receive: one or two entries.
+pub type RecvSges = ArrayVec<Sge, 2>;
 
 impl Drop for Srq {
     fn drop(&mut self) {
