@@ -2,4 +2,5 @@
 pub mod iscsi;
 pub mod iser;
 pub mod rdma;
+pub mod srp;
 pub mod tcp;
