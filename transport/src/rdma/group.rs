@@ -6,6 +6,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -88,6 +89,29 @@ const RESOLVE_TIMEOUT_MS: i32 = 2000;
 /// Which reactor owns a QP, for routing async QP events (control path).
 static QP_OWNERS: Mutex<Vec<(Verbs, u32, usize)>> = Mutex::new(Vec::new());
 
+/// QP numbers to connection keys, looked up once per receive: a multiplicative
+/// hash of the number instead of SipHash (QP numbers are not attacker-chosen).
+type QpMap = HashMap<u32, u32, BuildHasherDefault<QpnHasher>>;
+
+#[derive(Default)]
+struct QpnHasher(u64);
+
+impl Hasher for QpnHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// What one receive slot holds: the buffer, and the data part's in two-part mode.
 type RecvBuffers = (Buffer, Option<Buffer>);
 
@@ -109,7 +133,7 @@ pub(crate) struct Queues {
     /// Send-queue entries of the QPs on this CQ (it must hold them all).
     send_entries: Cell<u32>,
     /// QP number to connection key.
-    qps: RefCell<HashMap<u32, u32>>,
+    qps: RefCell<QpMap>,
 }
 
 impl Queues {
@@ -315,7 +339,7 @@ impl Group {
             header_len: cfg.recv_header_len,
             armed: Cell::new(false),
             send_entries: Cell::new(0),
-            qps: RefCell::new(HashMap::new()),
+            qps: RefCell::new(QpMap::default()),
         });
         q.refill();
         if device.claim_async(self.reactor) {
