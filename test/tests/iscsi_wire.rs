@@ -396,3 +396,34 @@ fn a_new_login_with_the_same_isid_reinstates_the_session() {
         .unwrap();
     assert!(!old.ping(), "the old session's connection was closed");
 }
+
+/// A NOP-Out ping with `data`; returns the data of the NOP-In that answers it.
+fn ping_data(r: &mut Raw, itt: u32, data: &[u8]) -> Vec<u8> {
+    let mut bhs = [0u8; 48];
+    bhs[0] = 0x40; // NOP-Out, immediate
+    bhs[1] = 0x80;
+    put_u32(&mut bhs, 16, itt);
+    put_u32(&mut bhs, 20, 0xffff_ffff);
+    put_u32(&mut bhs, 24, r.cmd_sn);
+    put_u32(&mut bhs, 28, r.exp_stat_sn);
+    r.send(&bhs, data).unwrap();
+    loop {
+        let p = r.recv().expect("a NOP-In");
+        if p.opcode() == 0x20 && get_u32(&p.bhs, 16) == itt {
+            return p.data;
+        }
+    }
+}
+
+/// Linux's initiator pings with no data and drops the connection (protocol
+/// error) when the NOP-In carries any: the answer must not echo what an
+/// earlier PDU (the login's keys, an earlier ping) left in the receive buffer.
+#[test]
+fn a_nop_out_without_data_is_answered_without_data() {
+    let (_t, port) = start();
+    let mut r = Raw::connect(port, IQN);
+    r.login("HeaderDigest=None;DataDigest=None;");
+    assert_eq!(ping_data(&mut r, 0x10, b""), b"", "after the login");
+    assert_eq!(ping_data(&mut r, 0x11, b"ping data"), b"ping data");
+    assert_eq!(ping_data(&mut r, 0x12, b""), b"", "after a ping with data");
+}

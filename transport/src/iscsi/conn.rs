@@ -1039,6 +1039,7 @@ impl Conn {
         };
         let me = self.me.clone();
         let cold = t.function == F::TargetColdReset;
+        let function = t.function;
         let reply = move |r: scsi::TmfResponse| {
             let Some(conn) = me.upgrade() else {
                 return;
@@ -1049,6 +1050,12 @@ impl Conn {
                 scsi::TmfResponse::TaskNotFound => R::TaskDoesNotExist,
                 scsi::TmfResponse::LunNotFound => R::LunDoesNotExist,
             };
+            // Rare and telling when an initiator recovers: always in the log.
+            tracing::info!(
+                "conn {} ({}): task management {function:?} on LUN {lun}: {code:?}",
+                conn.id,
+                conn.portal.peer
+            );
             conn.tmf_response(itt, code);
             if cold {
                 conn.close_after_output();

@@ -148,7 +148,8 @@ impl Receiver {
         self.end - self.start
     }
 
-    /// The data of the last PDU whose destination was `Scratch`.
+    /// The data of the PDU just framed when its destination was `Scratch`;
+    /// empty when it had no data.
     pub fn scratch(&self) -> &[u8] {
         &self.sink.scratch
     }
@@ -262,6 +263,9 @@ impl Receiver {
         }
         self.start += total;
         if lens.data == 0 {
+            // No data: what `scratch` held belongs to an earlier PDU (a data-less
+            // NOP-Out must not be answered with the last Text request's keys).
+            self.sink.scratch.clear();
             self.stage = Stage::Data {
                 dest: Dest::Discard,
                 got: 0,
