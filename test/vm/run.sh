@@ -13,7 +13,8 @@
 #
 # Environment: FERRITE_VM_KVM=1 uses KVM when the host has real KVM (default: TCG, always);
 # FERRITE_VM_CPUS (2), FERRITE_VM_MEMORY (2G), FERRITE_VM_NVME_SIZE (1G, a sparse image);
-# FERRITE_VNG_VENV (~/.cache/ferrite/vng-venv) where virtme-ng is installed from PyPI.
+# FERRITE_VNG_VENV (~/.cache/ferrite/vng-venv) where virtme-ng is installed from PyPI;
+# FERRITE_TGT_BIN, FERRITE_PERF_BIN, FERRITE_RPC_PY are passed on to the guest when set.
 set -euo pipefail
 
 VNG_VERSION=1.42
@@ -30,7 +31,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 timeout_secs=600
@@ -98,6 +99,10 @@ guest="$rundir/guest.sh"
 {
     echo '#!/bin/bash'
     printf 'export FERRITE_VM_RUNDIR=%q FERRITE_VM_NVME_BYTES=%q\n' "$rundir" "$nvme_bytes"
+    # The binaries and client to test, when the host names them (as scripts/test-all.sh does).
+    for var in FERRITE_TGT_BIN FERRITE_PERF_BIN FERRITE_RPC_PY; do
+        [ -z "${!var:-}" ] || printf 'export %s=%q\n' "$var" "$(realpath "${!var}")"
+    done
     printf 'source %q || exit 125\n' "$HERE/guest-prelude.sh"
     cat <<'EOF'
 if ! ferrite_prelude; then
