@@ -6,6 +6,12 @@
 //!   allocation: SRP_LOGIN_REQ in its IB (64-byte) and RDMA CM (56-byte)
 //!   forms, SRP_LOGIN_RSP/REJ, SRP_CMD with direct, indirect and immediate
 //!   data buffers, SRP_RSP, SRP_TSK_MGMT, the logouts and credit IUs.
+//! - [`login`]: the login decision (target port, initiator ACL, IU sizes,
+//!   buffer formats, MULTICHAN_SINGLE/MULTI, immediate data) and its
+//!   SRP_LOGIN_RSP or SRP_LOGIN_REJ reason.
+//! - [`channel`]: one channel after login as a state machine with one entry,
+//!   [`channel::Channel::apply`]: commands into the SCSI layer, data moved by
+//!   requests to a data mover, credits, task management, logouts.
 //!
 //! In SRP the target moves the data: RDMA READ from the initiator's memory
 //! descriptors for a write, RDMA WRITE to them for a read, then a SEND of
@@ -13,4 +19,6 @@
 //! private data is the SRP_LOGIN_REQ, the accept's is the SRP_LOGIN_RSP and
 //! a reject's the SRP_LOGIN_REJ.
 
+pub mod channel;
 pub mod iu;
+pub mod login;
