@@ -16,15 +16,14 @@ use ferrite_reactor::mem::MAX_BUF_SIZE;
 use slab::Slab;
 
 use super::driver::{LoginDriver, TextInfo};
+use super::link::{DataPath, Link};
 use super::params::{ConnectionParams, DigestType, SessionParams};
 use super::pdu::{
     self, DataIn, InitiatorPdu, Lun, NopIn, R2t, Residual, ScsiCommand, ScsiResponse, StatusSeq,
     RESERVED_TAG,
 };
 use super::session::Session;
-use super::wire::{
-    Dest, Digests, OutData, Receiver, RecvEvent, Sender, TaskDataSlots, MAX_SEND_SEGMENT,
-};
+use super::wire::{Dest, Digests, OutData, RecvEvent, TaskDataSlots, MAX_SEND_SEGMENT};
 use crate::tcp::Socket;
 
 /// The largest transfer one command may ask for.
@@ -153,10 +152,9 @@ impl Commands {
 }
 
 struct Inner {
-    sock: Socket,
+    /// What carries the PDUs and data (TCP or iSER).
+    link: Link,
     phase: Phase,
-    recv: Receiver,
-    send: Sender,
     cmds: Commands,
     session: Option<Rc<Session>>,
     login: Option<LoginDriver>,
@@ -194,7 +192,7 @@ pub(crate) struct Conn {
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Conn {
-    pub fn new(sock: Socket, portal: PortalInfo, login: LoginDriver) -> Rc<Conn> {
+    pub fn new(link: Link, portal: PortalInfo, login: LoginDriver) -> Rc<Conn> {
         Rc::new_cyclic(|me| Conn {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             portal,
@@ -202,10 +200,8 @@ impl Conn {
             flush_queued: Cell::new(false),
             me: me.clone(),
             inner: RefCell::new(Inner {
-                sock,
+                link,
                 phase: Phase::Login,
-                recv: Receiver::new(),
-                send: Sender::new(),
                 cmds: Commands {
                     slots: Slab::with_capacity(TASK_POOL),
                     by_itt: HashMap::with_capacity(TASK_POOL * 2),
@@ -233,9 +229,9 @@ impl Conn {
         self.me.upgrade().expect("a connection in use is alive")
     }
 
-    pub fn fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        self.inner.borrow().sock.as_raw_fd()
+    /// The socket the TCP poll group watches (None for iSER).
+    pub fn fd(&self) -> Option<std::os::fd::RawFd> {
+        self.inner.borrow().link.fd()
     }
 
     pub fn phase(&self) -> Phase {
@@ -275,7 +271,7 @@ impl Conn {
     /// Returns whether the connection is still open.
     pub fn on_readable(&self) -> bool {
         let mut budget = PDU_BUDGET;
-        self.inner.borrow_mut().recv.begin();
+        self.inner.borrow_mut().link.begin();
         loop {
             let ev = {
                 let mut guard = self.inner.borrow_mut();
@@ -283,12 +279,12 @@ impl Conn {
                 if i.phase == Phase::Closed {
                     return false;
                 }
-                i.recv.poll(&mut i.sock, &mut i.cmds)
+                i.link.poll(&mut i.cmds)
             };
             match ev {
                 RecvEvent::Header => {
                     let dest = self.route_data();
-                    self.inner.borrow_mut().recv.set_dest(dest);
+                    self.inner.borrow_mut().link.set_dest(dest);
                 }
                 RecvEvent::Pdu => {
                     self.inner.borrow_mut().last_rx = ferrite_reactor::ticks();
@@ -312,7 +308,7 @@ impl Conn {
                     return false;
                 }
                 RecvEvent::DataDigestError => {
-                    let bhs = self.inner.borrow().recv.header.bhs;
+                    let bhs = self.inner.borrow().link.header().bhs;
                     self.reject(pdu::RejectReason::DataDigestError, &bhs);
                     // At error recovery level 0 the lost data cannot be
                     // recovered: end the connection once the Reject is out.
@@ -326,14 +322,14 @@ impl Conn {
 
     /// Whether input is buffered beyond what the socket reports.
     pub fn has_buffered_input(&self) -> bool {
-        self.inner.borrow().recv.buffered() > 0
+        self.inner.borrow().link.buffered() > 0
     }
 
     /// Decides where the data segment of the header just framed goes.
     fn route_data(&self) -> Dest {
         let i = self.inner.borrow();
-        let bhs = &i.recv.header.bhs;
-        let data_len = i.recv.header.data_len as u32;
+        let bhs = &i.link.header().bhs;
+        let data_len = i.link.header().data_len as u32;
         if data_len > i.params.recv_segment_limit().max(8192) {
             return Dest::Discard; // rejected when the PDU is handled
         }
@@ -349,7 +345,7 @@ impl Conn {
     /// For a SCSI Command or Data-Out header: the command's slot and offset the
     /// data goes to, registering a new command first.
     fn prepare_data_pdu(&self) -> Option<Dest> {
-        let bhs = self.inner.borrow().recv.header.bhs;
+        let bhs = self.inner.borrow().link.header().bhs;
         match InitiatorPdu::decode(&bhs).ok()? {
             InitiatorPdu::ScsiCommand(cmd) => {
                 let slot = self.admit_command(&cmd)?;
@@ -377,7 +373,7 @@ impl Conn {
     fn handle_pdu(&self) {
         let (bhs, data_len, phase) = {
             let i = self.inner.borrow();
-            (i.recv.header.bhs, i.recv.header.data_len, i.phase)
+            (i.link.header().bhs, i.link.header().data_len, i.phase)
         };
         let pdu = match InitiatorPdu::decode(&bhs) {
             Ok(p) => p,
@@ -550,7 +546,7 @@ impl Conn {
 
     /// A SCSI Command PDU has fully arrived (with any immediate data).
     fn on_command_data(&self, cmd: &ScsiCommand) {
-        let bhs = self.inner.borrow().recv.header.bhs;
+        let bhs = self.inner.borrow().link.header().bhs;
         // The command admitted when its header came (only if it had data).
         let admitted = self
             .inner
@@ -588,7 +584,7 @@ impl Conn {
         {
             let mut guard = self.inner.borrow_mut();
             let i = &mut *guard;
-            let ahs = pdu::parse_command_ahs(i.recv.header.ahs()).ok();
+            let ahs = pdu::parse_command_ahs(i.link.header().ahs()).ok();
             let ahs_cdb = ahs.map(|a| cmd.full_cdb(&a));
             let c = &mut i.cmds.slots[slot];
             let t = c.task.as_mut().expect("admitted command has its task");
@@ -638,9 +634,17 @@ impl Conn {
             (c.write, c.received, c.expected)
         };
         if write && received < expected {
-            self.send_r2ts(slot);
+            self.solicit_write_data(slot);
         } else {
             self.execute(slot);
+        }
+    }
+
+    /// Gets the rest of a write command's data moving, the link's way.
+    fn solicit_write_data(&self, slot: usize) {
+        let path = self.inner.borrow().link.data_path();
+        match path {
+            DataPath::Pdus => self.send_r2ts(slot),
         }
     }
 
@@ -728,7 +732,7 @@ impl Conn {
                 buffer_offset: off,
                 desired_len: len,
             };
-            i.send.push(r2t.encode(), OutData::None, None, None);
+            i.link.push(r2t.encode(), OutData::None, None, None);
         }
     }
 
@@ -768,11 +772,19 @@ impl Conn {
             seq,
             ..Default::default()
         };
-        i.send.push(r.encode(), OutData::None, None, None);
+        i.link.push(r.encode(), OutData::None, None, None);
+    }
+
+    /// Sends a finished command's read data and status, the link's way.
+    fn respond(&self, slot: usize) {
+        let path = self.inner.borrow().link.data_path();
+        match path {
+            DataPath::Pdus => self.respond_with_pdus(slot),
+        }
     }
 
     /// Queues the Data-In PDUs and status of a finished command.
-    fn respond(&self, slot: usize) {
+    fn respond_with_pdus(&self, slot: usize) {
         let mut guard = self.inner.borrow_mut();
         let i = &mut *guard;
         let max_seg = (i.params.max_send_data_segment_length as usize).clamp(512, MAX_SEND_SEGMENT);
@@ -839,7 +851,7 @@ impl Conn {
             data_sn += 1;
             let release = status_here.then_some(slot);
             let td = i.cmds.slots[slot].task.as_ref().map(|t| &t.data);
-            i.send.push(
+            i.link.push(
                 din.encode(),
                 OutData::Task {
                     slot,
@@ -879,7 +891,7 @@ impl Conn {
                 seq,
                 data_len: len,
             };
-            i.send.push(r.encode(), data, Some(slot), None);
+            i.link.push(r.encode(), data, Some(slot), None);
         }
         i.cmds.slots[slot].data_sn = data_sn;
     }
@@ -903,7 +915,7 @@ impl Conn {
         }
         let mut guard = self.inner.borrow_mut();
         let i = &mut *guard;
-        let data = i.recv.scratch().to_vec();
+        let data = i.link.scratch().to_vec();
         let seq = self.seq(i, true);
         let nop = NopIn {
             lun: n.lun,
@@ -917,7 +929,7 @@ impl Conn {
         } else {
             OutData::Owned(data)
         };
-        i.send.push(nop.encode(), data, None, None);
+        i.link.push(nop.encode(), data, None, None);
     }
 
     fn on_text(&self, t: &pdu::TextRequest) {
@@ -927,7 +939,7 @@ impl Conn {
         let reply = {
             let mut guard = self.inner.borrow_mut();
             let i = &mut *guard;
-            let data = i.recv.scratch().to_vec();
+            let data = i.link.scratch().to_vec();
             let ctx = TextInfo {
                 session_type: i.session_params.session_type,
                 target_name: i.target_name.clone(),
@@ -953,10 +965,10 @@ impl Conn {
                 } else {
                     OutData::Owned(reply.data)
                 };
-                i.send.push(bhs, data, None, None);
+                i.link.push(bhs, data, None, None);
             }
             Err(reason) => {
-                let bhs = i.recv.header.bhs;
+                let bhs = i.link.header().bhs;
                 drop(guard);
                 self.reject(reason, &bhs);
             }
@@ -983,10 +995,10 @@ impl Conn {
             time2wait: 0,
             time2retain: 0,
         };
-        let p = i.send.push(resp.encode(), OutData::None, None, None);
+        i.link.push(resp.encode(), OutData::None, None, None);
         let mut others = Vec::new();
         if code == pdu::LogoutResponseCode::Closed {
-            p.close_after = true;
+            i.link.mark_close();
             i.phase = Phase::Closing;
             if l.reason == pdu::LogoutReason::CloseSession {
                 // The session's other connections go too.
@@ -1085,7 +1097,7 @@ impl Conn {
         let i = &mut *guard;
         let seq = self.seq(i, true);
         let r = pdu::TaskMgmtResponse { response, itt, seq };
-        i.send.push(r.encode(), OutData::None, None, None);
+        i.link.push(r.encode(), OutData::None, None, None);
     }
 
     /// A Data-Out broke its sequence, which error recovery level 0 cannot
@@ -1094,7 +1106,7 @@ impl Conn {
     /// The connection stays up for the initiator's other commands.
     fn data_out_error(&self, slot: usize, what: &str) {
         tracing::info!("conn {}: {what}", self.id);
-        let bhs = self.inner.borrow().recv.header.bhs;
+        let bhs = self.inner.borrow().link.header().bhs;
         self.reject(pdu::RejectReason::ProtocolError, &bhs);
         {
             let mut i = self.inner.borrow_mut();
@@ -1127,7 +1139,7 @@ impl Conn {
             seq,
             data_sn_or_r2t_sn: 0,
         };
-        i.send
+        i.link
             .push(r.encode(), OutData::Owned(bhs.to_vec()), None, None);
     }
 
@@ -1137,7 +1149,7 @@ impl Conn {
         let step = {
             let mut guard = self.inner.borrow_mut();
             let i = &mut *guard;
-            let data = i.recv.scratch().to_vec();
+            let data = i.link.scratch().to_vec();
             let Some(login) = i.login.as_mut() else {
                 return;
             };
@@ -1151,9 +1163,9 @@ impl Conn {
             } else {
                 OutData::Owned(data)
             };
-            let p = i.send.push(resp, data, None, None);
+            i.link.push(resp, data, None, None);
             if step.failed {
-                p.close_after = true;
+                i.link.mark_close();
             }
         }
         if step.failed {
@@ -1165,11 +1177,10 @@ impl Conn {
             i.cid = done.cid;
             i.stat_sn = done.next_stat_sn;
             i.initiator_name = done.initiator_name;
-            i.recv.digests = Digests {
+            i.link.set_digests(Digests {
                 header: i.params.header_digest == DigestType::Crc32c,
                 data: i.params.data_digest == DigestType::Crc32c,
-            };
-            i.send.digests = i.recv.digests;
+            });
             match (done.session, done.remote) {
                 (Some(session), _) => {
                     i.session_params = session.entry.params;
@@ -1200,10 +1211,13 @@ impl Conn {
         let moved = {
             let mut guard = self.inner.borrow_mut();
             let i = &mut *guard;
-            if !i.send.is_empty() || i.recv.buffered() > 0 || i.phase == Phase::Closed {
+            // Only a TCP connection can move: an RDMA queue pair stays on
+            // the reactor whose completion queue it uses.
+            let tcp = i.link.as_tcp();
+            if !i.link.is_empty() || i.link.buffered() > 0 || i.phase == Phase::Closed {
                 None
             } else {
-                i.sock.try_clone().ok().map(|sock| Moved {
+                tcp.and_then(|t| t.sock.try_clone().ok()).map(|sock| Moved {
                     sock,
                     cid: i.cid,
                     stat_sn: i.stat_sn,
@@ -1262,11 +1276,10 @@ impl Conn {
             i.cid = cid;
             i.stat_sn = stat_sn;
             i.initiator_name = initiator_name;
-            i.recv.digests = Digests {
+            i.link.set_digests(Digests {
                 header: params.header_digest == DigestType::Crc32c,
                 data: params.data_digest == DigestType::Crc32c,
-            };
-            i.send.digests = i.recv.digests;
+            });
             i.session_params = session.entry.params;
             i.target_name = session.entry.target.clone();
             session.add_conn(&self.rc());
@@ -1290,10 +1303,8 @@ impl Conn {
         // A list kept across calls, so flushing allocates nothing.
         let mut released = std::mem::take(&mut i.released);
         let res = {
-            let Inner {
-                send, sock, cmds, ..
-            } = i;
-            send.flush(sock, cmds, &mut |slot| released.push(slot))
+            let Inner { link, cmds, .. } = i;
+            link.flush(cmds, &mut |slot| released.push(slot))
         };
         for slot in released.drain(..) {
             i.cmds.release(slot);
@@ -1318,11 +1329,11 @@ impl Conn {
     fn close_after_output(&self) {
         let mut i = self.inner.borrow_mut();
         i.phase = Phase::Closing;
-        if i.send.is_empty() {
+        if i.link.is_empty() {
             drop(i);
             self.close("closing");
         } else {
-            i.send.mark_close();
+            i.link.mark_close();
         }
     }
 
@@ -1337,9 +1348,8 @@ impl Conn {
             }
             tracing::debug!("conn {} ({}): {why}", self.id, self.portal.peer);
             i.phase = Phase::Closed;
-            i.sock.shutdown();
             let mut released = Vec::new();
-            i.send.clear(&mut |slot| released.push(slot));
+            i.link.shutdown(&mut |slot| released.push(slot));
             let idle: Vec<usize> = i
                 .cmds
                 .slots
@@ -1402,7 +1412,7 @@ impl Conn {
         };
         self.inner
             .borrow_mut()
-            .send
+            .link
             .push(ping.encode(), OutData::None, None, None);
         self.flush();
     }
@@ -1423,7 +1433,7 @@ impl Conn {
             seq,
             data_len: 0,
         };
-        i.send.push(msg.encode(), OutData::None, None, None);
+        i.link.push(msg.encode(), OutData::None, None, None);
         drop(guard);
         self.flush();
     }

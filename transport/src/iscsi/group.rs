@@ -11,6 +11,7 @@ use slab::Slab;
 
 use super::conn::{Conn, PortalInfo};
 use super::driver::LoginDriver;
+use super::link::Link;
 use crate::tcp::Socket;
 
 /// Connections per reactor, for spreading new ones by load.
@@ -80,7 +81,7 @@ pub(crate) fn add_joined(sock: Socket, portal: PortalInfo, setup: impl FnOnce(&R
     let g = group();
     let fd = sock.as_raw_fd();
     let iser = portal.transport == super::conn::Transport::Iser;
-    let conn = Conn::new(sock, portal, LoginDriver::new(portal, iser));
+    let conn = Conn::new(Link::tcp(sock), portal, LoginDriver::new(portal, iser));
     if !setup(&conn) {
         conn.close("its session is gone");
         return;
@@ -137,7 +138,9 @@ pub(crate) fn remove(conn: &Conn) {
         }
     };
     if let Some(e) = removed {
-        let _ = g.pollset.remove(e.conn.fd());
+        if let Some(fd) = e.conn.fd() {
+            let _ = g.pollset.remove(fd);
+        }
         LOAD[g.reactor.min(MAX_REACTORS - 1)].fetch_sub(1, Ordering::Relaxed);
         // Dropped after the borrow ends: its destructor may close more.
         drop(e);
@@ -219,7 +222,10 @@ fn service(g: &Group, token: usize) {
             } else {
                 Interest::Readable
             };
-            if g.pollset.rewatch(conn.fd(), token as u64, interest).is_ok() {
+            let Some(fd) = conn.fd() else {
+                return;
+            };
+            if g.pollset.rewatch(fd, token as u64, interest).is_ok() {
                 e.watching_out = blocked;
             }
         }

@@ -28,6 +28,7 @@ mod conn;
 pub mod digest;
 mod driver;
 mod group;
+mod link;
 pub mod login;
 pub mod params;
 pub mod pdu;
