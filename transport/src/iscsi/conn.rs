@@ -24,6 +24,8 @@ use super::pdu::{
 };
 use super::session::Session;
 use super::wire::{Dest, Digests, OutData, RecvEvent, TaskDataSlots, MAX_SEND_SEGMENT};
+use crate::iser::link::DataWrite;
+use crate::iser::{IserHeader, RemoteBuffer};
 use crate::tcp::Socket;
 
 /// The largest transfer one command may ask for.
@@ -108,6 +110,14 @@ struct Command {
     executing: bool,
     /// Aborted by task management: send no response.
     aborted: bool,
+    /// iSER: the initiator's buffers for this command (no STags over TCP).
+    remote: IserHeader,
+    /// iSER: the write data offset the write buffer's base address holds
+    /// (the data after the immediate data).
+    write_base: u32,
+    /// iSER: RDMA READs into this command's buffers not finished yet; its
+    /// buffers may not go back to the pool before they are.
+    reads_in_flight: u16,
 }
 
 /// What a connection carries to the reactor of the session it joins.
@@ -294,6 +304,7 @@ impl Conn {
                         break;
                     }
                 }
+                RecvEvent::Fetched { slot, len } => self.on_fetched(slot, len),
                 RecvEvent::WouldBlock => break,
                 RecvEvent::Closed => {
                     self.close("closed by the initiator");
@@ -524,6 +535,7 @@ impl Conn {
             i.cmds.pool.push(task);
             return None;
         }
+        let remote = i.link.iser_header();
         let slot = i.cmds.slots.insert(Command {
             itt: cmd.itt,
             lun: cmd.lun,
@@ -539,6 +551,9 @@ impl Conn {
             data_sn: 0,
             executing: false,
             aborted: false,
+            remote,
+            write_base: 0,
+            reads_in_flight: 0,
         });
         i.cmds.by_itt.insert(cmd.itt, slot);
         Some(slot)
@@ -611,6 +626,7 @@ impl Conn {
             if cmd.write {
                 let imm = cmd.data_len.min(cmd.expected_data_len);
                 c.received = imm;
+                c.write_base = imm;
                 // What may still come unsolicited, then what R2Ts ask for.
                 let first_burst = i.session_params.first_burst_length;
                 c.next_r2t_offset = if cmd.final_bit || i.session_params.initial_r2t {
@@ -645,6 +661,55 @@ impl Conn {
         let path = self.inner.borrow().link.data_path();
         match path {
             DataPath::Pdus => self.send_r2ts(slot),
+            DataPath::Rdma => self.fetch_write_data(slot),
+        }
+    }
+
+    /// iSER: RDMA READs of the rest of a write's data from the initiator's
+    /// write buffer (no R2T); the link keeps to the QP's READ limit.
+    fn fetch_write_data(&self, slot: usize) {
+        let mut guard = self.inner.borrow_mut();
+        let i = &mut *guard;
+        let c = &mut i.cmds.slots[slot];
+        let off = c.next_r2t_offset.max(c.received);
+        let len = c.expected - off;
+        let from = c.remote.write.and_then(|w| {
+            let va = w.at(off - c.write_base.min(off))?;
+            Some(RemoteBuffer { stag: w.stag, va })
+        });
+        let Some(from) = from else {
+            drop(guard);
+            return self.data_out_error(slot, "iSER write data without a write STag");
+        };
+        c.next_r2t_offset = c.expected;
+        // One piece per MAX_READ bytes, counted down as they land.
+        c.reads_in_flight = len.div_ceil(crate::iser::link::MAX_READ) as u16;
+        if let Some(l) = i.link.as_iser() {
+            l.fetch(slot, off, len, from);
+        }
+    }
+
+    /// iSER: an RDMA READ brought write data.
+    fn on_fetched(&self, slot: usize, len: u32) {
+        let (done, aborted) = {
+            let mut i = self.inner.borrow_mut();
+            let Some(c) = i.cmds.slots.get_mut(slot) else {
+                return;
+            };
+            c.reads_in_flight = c.reads_in_flight.saturating_sub(1);
+            c.received = c.received.saturating_add(len).min(c.expected);
+            let landed = c.reads_in_flight == 0;
+            (
+                landed && !c.aborted && c.received >= c.expected,
+                landed && c.aborted,
+            )
+        };
+        if aborted {
+            // Aborted while its data was on the way: only now may its
+            // buffers go.
+            self.inner.borrow_mut().cmds.release(slot);
+        } else if done {
+            self.execute(slot);
         }
     }
 
@@ -780,6 +845,57 @@ impl Conn {
         let path = self.inner.borrow().link.data_path();
         match path {
             DataPath::Pdus => self.respond_with_pdus(slot),
+            DataPath::Rdma => self.respond_with_rdma(slot),
+        }
+    }
+
+    /// iSER: the read data by RDMA WRITE to the initiator's read buffer,
+    /// chained before the SEND of the SCSI Response (never Data-In).
+    fn respond_with_rdma(&self, slot: usize) {
+        let mut guard = self.inner.borrow_mut();
+        let i = &mut *guard;
+        let (itt, expected, read, remote) = {
+            let c = &i.cmds.slots[slot];
+            (c.itt, c.expected, c.read, c.remote)
+        };
+        let t = i.cmds.slots[slot].task.as_mut().expect("task is back");
+        let data_len = if read {
+            t.data.len().min(expected as usize)
+        } else {
+            0
+        };
+        let write = match remote.read {
+            Some(to) if data_len > 0 => Some(DataWrite {
+                slot,
+                len: data_len as u32,
+                to,
+            }),
+            // Read data and nowhere to put it: the initiator broke iSER.
+            None if data_len > 0 => {
+                const DATA_PHASE_ERROR: u16 = 0x4b00;
+                t.check(scsi::Sense::new(
+                    scsi::sense::key::ABORTED_COMMAND,
+                    DATA_PHASE_ERROR,
+                ));
+                None
+            }
+            _ => None,
+        };
+        let (status, residual) = status_and_residual(t, expected);
+        let (data, sense_len) = sense_data(t);
+        let seq = self.seq(i, true);
+        let r = ScsiResponse {
+            itt,
+            response: pdu::service_response::COMMAND_COMPLETED,
+            status,
+            residual,
+            bidi_read_residual: Residual::None,
+            exp_data_sn: 0,
+            seq,
+            data_len: sense_len,
+        };
+        if let Some(l) = i.link.as_iser() {
+            l.push_response(r.encode(), data, slot, write, remote.stag_to_invalidate());
         }
     }
 
@@ -789,30 +905,13 @@ impl Conn {
         let i = &mut *guard;
         let max_seg = (i.params.max_send_data_segment_length as usize).clamp(512, MAX_SEND_SEGMENT);
         let burst = i.session_params.max_burst_length.max(512) as usize;
-        let (itt, expected, read, status, cmd_len, data_len, mut data_sn) = {
+        let (itt, expected, read, data_len, mut data_sn) = {
             let c = &i.cmds.slots[slot];
             let t = c.task.as_ref().expect("task is back");
-            (
-                c.itt,
-                c.expected,
-                c.read,
-                t.status,
-                t.cmd_len,
-                t.data.len(),
-                c.data_sn,
-            )
+            (c.itt, c.expected, c.read, t.data.len(), c.data_sn)
         };
-        // SPDTL against EDTL, also with CHECK CONDITION (a write whose EDTL is
-        // short fails with INVALID FIELD IN INFORMATION UNIT and an overflow).
-        let residual = if cmd_len == 0 && status != scsi::status::GOOD {
-            Residual::None
-        } else if cmd_len > expected {
-            Residual::Overflow(cmd_len - expected)
-        } else if (cmd_len as usize) < expected as usize {
-            Residual::Underflow(expected - cmd_len)
-        } else {
-            Residual::None
-        };
+        let (status, residual) =
+            status_and_residual(i.cmds.slots[slot].task.as_ref().expect("task"), expected);
         let has_sense = !i.cmds.slots[slot]
             .task
             .as_ref()
@@ -865,22 +964,7 @@ impl Conn {
         }
         if !collapse {
             let seq = self.seq(i, true);
-            let t = i.cmds.slots[slot].task.as_ref().expect("task");
-            let (data, len) = if has_sense {
-                let s = t.sense.as_bytes();
-                let mut buf = [0u8; 100];
-                buf[..2].copy_from_slice(&(s.len() as u16).to_be_bytes());
-                buf[2..2 + s.len()].copy_from_slice(s);
-                (
-                    OutData::Sense {
-                        buf,
-                        len: (2 + s.len()) as u8,
-                    },
-                    (2 + s.len()) as u32,
-                )
-            } else {
-                (OutData::None, 0)
-            };
+            let (data, len) = sense_data(i.cmds.slots[slot].task.as_ref().expect("task"));
             let r = ScsiResponse {
                 itt,
                 response: pdu::service_response::COMMAND_COMPLETED,
@@ -1350,11 +1434,13 @@ impl Conn {
             i.phase = Phase::Closed;
             let mut released = Vec::new();
             i.link.shutdown(&mut |slot| released.push(slot));
+            // Commands with RDMA READs under way keep their buffers until the
+            // connection itself goes (after the RDMA layer drained its QP).
             let idle: Vec<usize> = i
                 .cmds
                 .slots
                 .iter()
-                .filter(|(_, c)| !c.executing)
+                .filter(|(_, c)| !c.executing && c.reads_in_flight == 0)
                 .map(|(s, _)| s)
                 .collect();
             for s in idle.into_iter().chain(released) {
@@ -1471,6 +1557,43 @@ impl TaskCallback for Conn {
     }
 }
 
+/// A finished task's status and its residual: SPDTL against EDTL, also with
+/// CHECK CONDITION (a write whose EDTL is short fails with INVALID FIELD IN
+/// INFORMATION UNIT and an overflow).
+fn status_and_residual(t: &Task, expected: u32) -> (u8, Residual) {
+    let (status, cmd_len) = (t.status, t.cmd_len);
+    let residual = if cmd_len == 0 && status != scsi::status::GOOD {
+        Residual::None
+    } else if cmd_len > expected {
+        Residual::Overflow(cmd_len - expected)
+    } else if cmd_len < expected {
+        Residual::Underflow(expected - cmd_len)
+    } else {
+        Residual::None
+    };
+    (status, residual)
+}
+
+/// The data segment of a SCSI Response: the sense data behind its 2-byte
+/// length, or nothing.
+fn sense_data(t: &Task) -> (OutData, u32) {
+    if t.sense.is_empty() {
+        return (OutData::None, 0);
+    }
+    let s = t.sense.as_bytes();
+    let mut buf = [0u8; 100];
+    buf[..2].copy_from_slice(&(s.len() as u16).to_be_bytes());
+    buf[2..2 + s.len()].copy_from_slice(s);
+    let len = 2 + s.len();
+    (
+        OutData::Sense {
+            buf,
+            len: len as u8,
+        },
+        len as u32,
+    )
+}
+
 /// The slot a Data-Out is for: by TTT for solicited data, by ITT otherwise.
 fn find_slot(cmds: &Commands, itt: u32, ttt: u32) -> Option<usize> {
     let slot = if ttt != RESERVED_TAG {
@@ -1492,7 +1615,12 @@ fn abort_slot(cmds: &mut Commands, slot: usize, session: Option<&Rc<Session>>) {
         return;
     };
     if !c.executing {
-        cmds.release(slot);
+        if c.reads_in_flight > 0 {
+            // RDMA READs still write into its buffers: it goes when they land.
+            cmds.slots[slot].aborted = true;
+        } else {
+            cmds.release(slot);
+        }
         // Its place in the command window is free again.
         if let Some(s) = session {
             let mut w = s.window.get();

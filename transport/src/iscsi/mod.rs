@@ -28,7 +28,7 @@ mod conn;
 pub mod digest;
 mod driver;
 mod group;
-mod link;
+pub(crate) mod link;
 pub mod login;
 pub mod params;
 pub mod pdu;
@@ -37,7 +37,7 @@ pub mod service;
 mod session;
 pub mod text;
 pub mod text_request;
-mod wire;
+pub(crate) mod wire;
 
 pub use login::{Login, LoginContext, LoginOutcome, LoginProgress, LoginReply};
 pub use params::{ConnectionParams, DigestType, SessionParams, SessionType, TargetLimits};

@@ -82,6 +82,9 @@ pub(crate) enum RecvEvent {
     DataDigestError,
     /// The socket failed.
     Error(std::io::Error),
+    /// iSER: an RDMA READ brought `len` bytes of write data to the task in
+    /// `slot`.
+    Fetched { slot: usize, len: u32 },
 }
 
 enum Stage {

@@ -29,6 +29,7 @@
 
 pub mod cm;
 pub mod header;
+pub(crate) mod link;
 
 pub use cm::{CmAccept, CmRequest, CmRequestError, ConnectOptions, DeviceCaps};
 pub use header::{
