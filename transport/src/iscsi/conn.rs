@@ -115,9 +115,9 @@ struct Command {
     /// iSER: the write data offset the write buffer's base address holds
     /// (the data after the immediate data).
     write_base: u32,
-    /// iSER: RDMA READs into this command's buffers not finished yet; its
-    /// buffers may not go back to the pool before they are.
-    reads_in_flight: u16,
+    /// iSER: bytes asked for by RDMA READ and not landed yet; the command's
+    /// buffers may not go back to the pool before they have.
+    fetching: u32,
 }
 
 /// What a connection carries to the reactor of the session it joins.
@@ -553,7 +553,7 @@ impl Conn {
             aborted: false,
             remote,
             write_base: 0,
-            reads_in_flight: 0,
+            fetching: 0,
         });
         i.cmds.by_itt.insert(cmd.itt, slot);
         Some(slot)
@@ -682,8 +682,7 @@ impl Conn {
             return self.data_out_error(slot, "iSER write data without a write STag");
         };
         c.next_r2t_offset = c.expected;
-        // One piece per MAX_READ bytes, counted down as they land.
-        c.reads_in_flight = len.div_ceil(crate::iser::link::MAX_READ) as u16;
+        c.fetching = len;
         if let Some(l) = i.link.as_iser() {
             l.fetch(slot, off, len, from);
         }
@@ -696,9 +695,9 @@ impl Conn {
             let Some(c) = i.cmds.slots.get_mut(slot) else {
                 return;
             };
-            c.reads_in_flight = c.reads_in_flight.saturating_sub(1);
+            c.fetching = c.fetching.saturating_sub(len);
             c.received = c.received.saturating_add(len).min(c.expected);
-            let landed = c.reads_in_flight == 0;
+            let landed = c.fetching == 0;
             (
                 landed && !c.aborted && c.received >= c.expected,
                 landed && c.aborted,
@@ -1440,7 +1439,7 @@ impl Conn {
                 .cmds
                 .slots
                 .iter()
-                .filter(|(_, c)| !c.executing && c.reads_in_flight == 0)
+                .filter(|(_, c)| !c.executing && c.fetching == 0)
                 .map(|(s, _)| s)
                 .collect();
             for s in idle.into_iter().chain(released) {
@@ -1615,7 +1614,7 @@ fn abort_slot(cmds: &mut Commands, slot: usize, session: Option<&Rc<Session>>) {
         return;
     };
     if !c.executing {
-        if c.reads_in_flight > 0 {
+        if c.fetching > 0 {
             // RDMA READs still write into its buffers: it goes when they land.
             cmds.slots[slot].aborted = true;
         } else {

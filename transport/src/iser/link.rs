@@ -33,8 +33,14 @@ use super::header::{
 use crate::iscsi::pdu::{self, Bhs, BHS_LEN};
 use crate::iscsi::wire::{Dest, Flushed, Header, OutData, RecvEvent, TaskDataSlots};
 
-/// Most scatter entries of one work request the link builds.
+/// Most scatter entries of one work request the link builds (the QP may
+/// take fewer: see [`IserLink::new`]).
 pub(crate) const MAX_SGES: usize = 16;
+/// Most work requests in one post (the RDMA layer's limit); longer WRITE
+/// chains go in several posts, which the QP carries out in order.
+pub(crate) const MAX_CHAIN: usize = 16;
+/// The tag of unsignalled RDMA WRITEs: reported only if one fails.
+pub(crate) const WRITE_TAG: u32 = u32::MAX - 1;
 /// The largest RDMA READ the link posts (a write's data comes in such pieces).
 pub(crate) const MAX_READ: u32 = 1 << 20;
 
@@ -118,6 +124,8 @@ enum InFlight {
         _msg: Buffer,
         release: Option<usize>,
         close_after: bool,
+        /// Send-queue entries its completion retires (the WRITEs before it).
+        wrs: u32,
     },
     Read {
         slot: usize,
@@ -145,6 +153,8 @@ pub(crate) struct IserLink {
     /// Send-queue entries the link may use, and in use.
     max_wrs: u32,
     wrs_out: u32,
+    /// Scatter entries per work request the QP takes.
+    max_sges: usize,
     send_with_invalidate: bool,
     incoming: VecDeque<Buffer>,
     current: Option<Buffer>,
@@ -166,10 +176,14 @@ pub(crate) struct IserLink {
 }
 
 impl IserLink {
+    /// `max_reads`: RDMA READs the QP may have outstanding; `max_wrs`:
+    /// send-queue entries the link may use; `max_sges`: scatter entries per
+    /// work request the QP takes.
     pub fn new(
         verbs: Box<dyn Verbs>,
         max_reads: u8,
         max_wrs: u32,
+        max_sges: usize,
         send_with_invalidate: bool,
     ) -> IserLink {
         IserLink {
@@ -178,6 +192,7 @@ impl IserLink {
             reads_out: 0,
             max_wrs: max_wrs.max(2),
             wrs_out: 0,
+            max_sges: max_sges.clamp(1, MAX_SGES),
             send_with_invalidate,
             incoming: VecDeque::with_capacity(64),
             current: None,
@@ -212,6 +227,9 @@ impl IserLink {
         if result == Completion::Failed {
             self.failed = true;
         }
+        if tag == WRITE_TAG {
+            return;
+        }
         let Some(done) = self.in_flight.try_remove(tag as usize) else {
             return;
         };
@@ -219,9 +237,10 @@ impl IserLink {
             InFlight::Send {
                 release,
                 close_after,
+                wrs,
                 ..
             } => {
-                self.wrs_out = self.wrs_out.saturating_sub(1);
+                self.wrs_out = self.wrs_out.saturating_sub(wrs);
                 if let Some(slot) = release {
                     self.released.push(slot);
                 }
@@ -436,30 +455,37 @@ impl IserLink {
             return Err(io::Error::other("an RDMA work request failed"));
         }
         // READs that waited for the limit go first, in order.
-        while self.reads_out < self.max_reads && self.wrs_out < self.max_wrs {
-            let Some(item) = self.reads_waiting.pop_front() else {
-                break;
-            };
-            self.post(item, tasks)?;
-        }
+        self.post_waiting_reads(tasks)?;
         while let Some(item) = self.queue.pop_front() {
             let is_read = matches!(item, OutItem::Read { .. });
             if is_read && (self.reads_out >= self.max_reads || !self.reads_waiting.is_empty()) {
                 self.reads_waiting.push_back(item);
                 continue;
             }
-            if self.wrs_out + wrs_needed(&item, tasks) > self.max_wrs {
+            if self.wrs_out + wrs_needed(&item, tasks, self.max_sges) > self.max_wrs {
                 self.queue.push_front(item);
                 out.blocked = true;
                 break;
             }
             self.post(item, tasks)?;
         }
+        // And those queued or split meanwhile.
+        self.post_waiting_reads(tasks)?;
         Ok(out)
     }
 
+    fn post_waiting_reads(&mut self, tasks: &dyn TaskDataSlots) -> io::Result<()> {
+        while self.reads_out < self.max_reads && self.wrs_out < self.max_wrs {
+            let Some(item) = self.reads_waiting.pop_front() else {
+                break;
+            };
+            self.post(item, tasks)?;
+        }
+        Ok(())
+    }
+
     fn post(&mut self, item: OutItem, tasks: &dyn TaskDataSlots) -> io::Result<()> {
-        let needed = wrs_needed(&item, tasks);
+        let needed = wrs_needed(&item, tasks, self.max_sges);
         match item {
             OutItem::Read {
                 slot,
@@ -470,8 +496,35 @@ impl IserLink {
                 let Some(td) = tasks.task_data(slot) else {
                     return Ok(()); // the command is gone
                 };
-                let tag = self.in_flight.insert(InFlight::Read { slot, offset, len });
-                let into = segments(td, offset as usize, len as usize);
+                let into = segments(td, offset as usize, len as usize, self.max_sges);
+                let covered: usize = into.iter().map(|s| s.len).sum();
+                if covered == 0 {
+                    self.failed = true;
+                    return Err(io::Error::other("write data beyond the task's buffers"));
+                }
+                let covered = covered as u32;
+                if covered < len {
+                    // More buffers than one READ's scatter list holds: the
+                    // rest is the next READ.
+                    let Some(va) = from.at(covered) else {
+                        self.failed = true;
+                        return Err(io::Error::other("write buffer address wraps"));
+                    };
+                    self.reads_waiting.push_front(OutItem::Read {
+                        slot,
+                        offset: offset + covered,
+                        len: len - covered,
+                        from: RemoteBuffer {
+                            stag: from.stag,
+                            va,
+                        },
+                    });
+                }
+                let tag = self.in_flight.insert(InFlight::Read {
+                    slot,
+                    offset,
+                    len: covered,
+                });
                 let work = [Work::Read {
                     tag: tag as u32,
                     from,
@@ -486,7 +539,7 @@ impl IserLink {
             OutItem::Hello(bytes) => {
                 let mut msg = Buffer::alloc(HELLO_LEN).ok_or_else(no_buffer)?;
                 msg[..HELLO_LEN].copy_from_slice(&bytes);
-                self.post_send(msg, HELLO_LEN, None, None, false, None, tasks)?;
+                self.post_send(msg, HELLO_LEN, None, None, false, None, 1, tasks)?;
             }
             OutItem::Pdu {
                 bhs,
@@ -512,13 +565,24 @@ impl IserLink {
                         }
                     }
                 }
-                self.post_send(msg, len, release, write, close_after, invalidate, tasks)?;
+                self.post_send(
+                    msg,
+                    len,
+                    release,
+                    write,
+                    close_after,
+                    invalidate,
+                    needed,
+                    tasks,
+                )?;
             }
         }
         self.wrs_out += needed;
         Ok(())
     }
 
+    /// Posts the RDMA WRITEs of `write` (in as many posts as the chain limit
+    /// needs; the QP keeps them in order) and the SEND of `msg` last.
     #[allow(clippy::too_many_arguments)]
     fn post_send(
         &mut self,
@@ -528,57 +592,75 @@ impl IserLink {
         write: Option<DataWrite>,
         close_after: bool,
         invalidate: Option<u32>,
+        wrs: u32,
         tasks: &dyn TaskDataSlots,
     ) -> io::Result<()> {
         let tag = self.in_flight.insert(InFlight::Send {
             _msg: msg,
             release,
             close_after,
+            wrs,
         });
+        let res = self.post_chain(tag, len, write, invalidate, tasks);
+        if res.is_err() {
+            self.in_flight.remove(tag);
+        }
+        res
+    }
+
+    fn post_chain(
+        &self,
+        tag: usize,
+        len: usize,
+        write: Option<DataWrite>,
+        invalidate: Option<u32>,
+        tasks: &dyn TaskDataSlots,
+    ) -> io::Result<()> {
         let InFlight::Send { _msg: msg, .. } = &self.in_flight[tag] else {
-            unreachable!("just inserted a send");
+            unreachable!("a send's tag");
         };
-        let mut chain: ArrayVec<Work<'_>, 40> = ArrayVec::new();
-        if let Some(w) = write {
-            if let Some(td) = tasks.task_data(w.slot) {
-                let mut done = 0usize;
-                let total = w.len as usize;
-                while done < total {
-                    let from = segments(td, done, total - done);
+        let (td, total, to) = match write {
+            Some(w) => match tasks.task_data(w.slot) {
+                Some(td) => (Some(td), w.len as usize, w.to),
+                None => (None, 0, w.to),
+            },
+            None => (None, 0, RemoteBuffer::default()),
+        };
+        let mut done = 0usize;
+        loop {
+            let mut chain: ArrayVec<Work<'_>, MAX_CHAIN> = ArrayVec::new();
+            if let Some(td) = td {
+                while done < total && chain.len() < MAX_CHAIN - 1 {
+                    let from = segments(td, done, total - done, self.max_sges);
                     let n: usize = from.iter().map(|s| s.len).sum();
-                    let Some(va) = w.to.at(done as u32) else {
-                        break;
-                    };
-                    if n == 0 || chain.is_full() {
-                        break;
+                    let va = to
+                        .at(done as u32)
+                        .ok_or_else(|| io::Error::other("read buffer address wraps"))?;
+                    if n == 0 {
+                        return Err(io::Error::other("read data beyond the task's buffers"));
                     }
                     chain.push(Work::Write {
-                        to: RemoteBuffer {
-                            stag: w.to.stag,
-                            va,
-                        },
+                        to: RemoteBuffer { stag: to.stag, va },
                         from,
                     });
                     done += n;
                 }
             }
+            if done < total {
+                self.verbs.post(&chain)?;
+                continue;
+            }
+            chain.push(Work::Send {
+                tag: tag as u32,
+                msg: Segment {
+                    buf: msg,
+                    offset: 0,
+                    len,
+                },
+                invalidate,
+            });
+            return self.verbs.post(&chain);
         }
-        chain.push(Work::Send {
-            tag: tag as u32,
-            msg: Segment {
-                buf: msg,
-                offset: 0,
-                len,
-            },
-            invalidate,
-        });
-        let res = self.verbs.post(&chain);
-        drop(chain);
-        if let Err(e) = res {
-            self.in_flight.remove(tag);
-            return Err(e);
-        }
-        Ok(())
     }
 
     /// Drops what is queued and ends the connection; slots of queued PDUs and
@@ -627,23 +709,29 @@ fn out_data_len(data: &OutData) -> usize {
 
 /// Send-queue entries an item takes: one per WRITE piece and the SEND, one
 /// per READ.
-fn wrs_needed(item: &OutItem, tasks: &dyn TaskDataSlots) -> u32 {
+fn wrs_needed(item: &OutItem, tasks: &dyn TaskDataSlots, max_sges: usize) -> u32 {
     match item {
         OutItem::Pdu { write: Some(w), .. } => {
+            // Each WRITE starts at a buffer boundary, so whole buffers count.
             let bufs = tasks.task_data(w.slot).map_or(0, |td| td.segments().len());
-            1 + bufs.div_ceil(MAX_SGES) as u32
+            1 + bufs.div_ceil(max_sges) as u32
         }
         _ => 1,
     }
 }
 
-/// Up to [`MAX_SGES`] pieces of task data covering `len` bytes from `offset`.
-fn segments(td: &TaskData, offset: usize, len: usize) -> ArrayVec<Segment<'_>, MAX_SGES> {
+/// Up to `max` pieces of task data covering up to `len` bytes from `offset`.
+fn segments(
+    td: &TaskData,
+    offset: usize,
+    len: usize,
+    max: usize,
+) -> ArrayVec<Segment<'_>, MAX_SGES> {
     let mut out = ArrayVec::new();
     let mut at = offset;
     let mut want = len;
     for buf in td.segments() {
-        if want == 0 || out.is_full() {
+        if want == 0 || out.is_full() || out.len() >= max {
             break;
         }
         if at >= buf.len() {

@@ -103,7 +103,13 @@ fn task(len: usize, fill: impl Fn(usize) -> u8) -> TaskData {
 
 fn link(max_reads: u8, max_wrs: u32, inv: bool) -> (IserLink, Rc<RefCell<Record>>) {
     let rec = Rc::new(RefCell::new(Record::default()));
-    let l = IserLink::new(Box::new(Recorder(rec.clone())), max_reads, max_wrs, inv);
+    let l = IserLink::new(
+        Box::new(Recorder(rec.clone())),
+        max_reads,
+        max_wrs,
+        MAX_SGES,
+        inv,
+    );
     (l, rec)
 }
 
@@ -382,4 +388,68 @@ fn failures_and_shutdown() {
     l.completed(0, Completion::Failed);
     assert!(matches!(l.poll(&mut tasks), RecvEvent::Error(_)));
     assert!(l.flush(&tasks, &mut |_| {}).is_err());
+}
+
+#[test]
+fn small_scatter_lists_and_long_chains_are_split() {
+    // One scatter entry per work request: 20 buffers of data take 20 WRITEs,
+    // more than one post holds; the SEND comes last, after all of them.
+    let len = 20 * 128 * 1024;
+    let tasks = Tasks(vec![Some(task(len, |i| (i / 4096) as u8))]);
+    let rec = Rc::new(RefCell::new(Record::default()));
+    let mut l = IserLink::new(Box::new(Recorder(rec.clone())), 8, 64, 1, false);
+    let mut resp = [0u8; BHS_LEN];
+    resp[0] = opcode::SCSI_RESPONSE;
+    let to = RemoteBuffer { stag: 3, va: 0 };
+    let write = DataWrite {
+        slot: 0,
+        len: len as u32,
+        to,
+    };
+    l.push_response(resp, OutData::None, 0, Some(write), None);
+    flush(&mut l, &tasks);
+    let chains = rec.borrow().chains.clone();
+    assert_eq!(chains.len(), 2);
+    assert!(chains.iter().all(|c| c.len() <= MAX_CHAIN));
+    let all: Vec<&Posted> = chains.iter().flatten().collect();
+    assert_eq!(all.len(), 21);
+    let mut written = 0u64;
+    for p in &all[..20] {
+        let Posted::Write { va, bytes, .. } = p else {
+            panic!("{p:?}");
+        };
+        assert_eq!(*va, written);
+        written += bytes.len() as u64;
+    }
+    assert_eq!(written, len as u64);
+    let Posted::Send { tag, .. } = all[20] else {
+        panic!("the SEND is last");
+    };
+    // Its completion gives back all 21 send-queue entries.
+    l.completed(*tag, Completion::Ok);
+    assert_eq!(l.wrs_out, 0);
+
+    // A READ whose buffers do not fit one scatter list goes in pieces.
+    let rec = Rc::new(RefCell::new(Record::default()));
+    let mut l = IserLink::new(Box::new(Recorder(rec.clone())), 8, 64, 2, false);
+    let mut tasks = Tasks(vec![Some(task(MAX_READ as usize, |_| 0))]);
+    l.fetch(0, 0, MAX_READ, RemoteBuffer { stag: 9, va: 0x100 });
+    flush(&mut l, &tasks);
+    let reads: Vec<Posted> = rec.borrow().chains.iter().flatten().cloned().collect();
+    assert_eq!(reads.len(), 4, "{reads:?}");
+    for (k, p) in reads.iter().enumerate() {
+        assert!(
+            matches!(p, Posted::Read { va, len, .. } if *va == 0x100 + k as u64 * 262_144 && *len == 262_144),
+            "{p:?}"
+        );
+        let Posted::Read { tag, .. } = p else {
+            unreachable!()
+        };
+        l.completed(*tag, Completion::Ok);
+    }
+    let mut total = 0;
+    while let RecvEvent::Fetched { len, .. } = l.poll(&mut tasks) {
+        total += len;
+    }
+    assert_eq!(total, MAX_READ);
 }
