@@ -333,6 +333,9 @@ impl IserLink {
                     self.header.data_len = data.len();
                     self.current = Some(msg);
                     if self.header.data_len == 0 {
+                        // Nothing of an earlier PDU may pass for this one's
+                        // data (a data-less NOP-Out gets a data-less NOP-In).
+                        self.scratch.clear();
                         return RecvEvent::Pdu;
                     }
                     self.stage = Stage::NeedDest;

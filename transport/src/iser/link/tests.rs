@@ -186,6 +186,10 @@ fn text_data_goes_to_scratch_and_bare_pdus_come_whole() {
     l.set_dest(Dest::Scratch);
     assert!(matches!(l.poll(&mut tasks), RecvEvent::Pdu));
     assert_eq!(l.scratch(), b"SendTargets=All\0\0\0");
+    // A data-less PDU after it has no data either.
+    l.recv(message(&IserHeader::default(), &nop, &[]));
+    assert!(matches!(l.poll(&mut tasks), RecvEvent::Pdu));
+    assert!(l.scratch().is_empty());
 }
 
 #[test]
