@@ -8,9 +8,10 @@
 //! there). The host has no RDMA, so they are ignored by default; set
 //! `FERRITE_RDMA_ADDR` to run them against another address.
 //!
-//! The target side (listener, accepted connections) runs on reactor 1, the
-//! initiators on reactor 0, so completions cross no thread and each side has
-//! its own CQ and SRQ.
+//! The listener runs on reactor 0 (as a target's acceptor runs on its control
+//! reactor) and hands each connect request to reactor 1, which accepts it;
+//! the initiators run on reactor 0. So each side has its own CQ and SRQ, and
+//! accepting moves the request's CM id across threads as a target does.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -159,14 +160,14 @@ const GO_AWAY: &[u8] = b"go-away:reason=7";
 /// Every connection the target accepted, in order.
 type ServerLogs = Arc<Mutex<Vec<SharedLog>>>;
 
-/// Listens on `port` on the server reactor; accepts every request (answering
-/// SERVER_HELLO) except those whose private data starts with REJECT_ME,
-/// which are rejected with GO_AWAY.
+/// Listens on `port` on reactor 0 and accepts every request on the server
+/// reactor (answering SERVER_HELLO), except those whose private data starts
+/// with REJECT_ME, which are rejected with GO_AWAY.
 fn start_target(bed: &Bed, port: u16) -> (SocketAddr, ServerLogs) {
     let logs: ServerLogs = Arc::default();
     let addr = SocketAddr::new(rdma_ip(), port);
     let l2 = logs.clone();
-    let bound = bed.run(SERVER, move || -> Result<SocketAddr, String> {
+    let bound = bed.run(CLIENT, move || -> Result<SocketAddr, String> {
         let listener = rdma::Listener::bind(addr, 64).map_err(|e| e.to_string())?;
         reactor::register_interrupt(listener.fd()).map_err(|e| e.to_string())?;
         let local = listener.local_addr();
@@ -181,9 +182,14 @@ fn start_target(bed: &Bed, port: u16) -> (SocketAddr, ServerLogs) {
                 let log = SharedLog::default();
                 log_of(&log).peer_private_data = req.private_data().to_vec();
                 l2.lock().unwrap().push(log.clone());
-                let handler = Rc::new(Target::new(log.clone()));
-                if let Err(e) = req.accept(&QpConfig::default(), SERVER_HELLO, handler) {
-                    log_of(&log).faults.push(format!("accept: {e}"));
+                let accept = move || {
+                    let handler = Rc::new(Target::new(log.clone()));
+                    if let Err(e) = req.accept(&QpConfig::default(), SERVER_HELLO, handler) {
+                        log_of(&log).faults.push(format!("accept: {e}"));
+                    }
+                };
+                if reactor::send(SERVER, Box::new(accept)).is_err() {
+                    panic!("cannot reach the server reactor");
                 }
             }
             Poll::from_work(busy)
