@@ -21,12 +21,14 @@ test_packages() {
     echo libiscsi-bin fio util-linux procps iproute2
 }
 
-# The VM test bed (RDMA, kernel initiators, NVMe; see shared/docs/TESTBED.md). Not installed
-# by any set-up command yet; virtme-ng itself comes from PyPI.
+# The VM test bed and its guest tools (RDMA, kernel initiators, NVMe, LIO; see test/vm/README.md
+# and shared/docs/TESTBED.md). The guest runs the host's root filesystem, so everything a guest
+# script runs is installed here; LIO's modules come with linux-image-amd64. virtme-ng itself
+# comes from PyPI (test/vm/run.sh). scripts/test-all.sh installs this group.
 vm_packages() {
     echo qemu-system-x86 linux-image-amd64 busybox-static rdma-core ibverbs-providers \
         ibverbs-utils perftest rdmacm-utils open-iscsi srptools targetcli-fb fio nvme-cli \
-        sg3-utils kmod udev
+        sg3-utils kmod udev e2fsprogs util-linux procps iproute2 python3 python3-venv
 }
 
 die() {

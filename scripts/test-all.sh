@@ -36,7 +36,7 @@ step() {
     fi
 }
 
-step deps bash scripts/deps.sh build test
+step deps bash scripts/deps.sh build test vm
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step build cargo build --release --workspace --bins
@@ -73,6 +73,11 @@ for line in sys.stdin:
 }
 step vm-rdma-layer rdma_layer_in_vm
 step rpc.py-unittest python3 -m unittest discover -s app -p 'test_*.py'
+
+# The VM tests (test/vm/README.md): Debian 12's kernel under QEMU/TCG runs the release
+# ferrite-tgt against Linux's iSCSI initiator, with LIO as the performance peer. run.sh
+# installs virtme-ng if missing and exits non-zero when the VM cannot boot: never a skip.
+step vm-iscsi-tcp test/vm/run.sh --timeout 1200 test/vm/iscsi-tcp.sh
 
 echo
 if [ "$failed" -gt 0 ]; then
