@@ -111,7 +111,9 @@ ext4_check "$dev" "$VM_WORK/mnt" "$VM_WORK/ext4.sums"
 
 # --- 4. LUN reset during fio verify ---------------------------------------------------------
 resets=$(lun_resets)
-FIO_VERIFY_SIZE=256M fio_verify "$dev" verify-reset &
+# Capped at 20 MiB/s each way so that the job outlasts the reset on a fast machine too (TCG
+# stays below it; fio turns --rate_iops into bytes at the smallest block size: no use here).
+FIO_VERIFY_SIZE=256M fio_verify "$dev" verify-reset --rate=20m &
 fio_pid=$!
 wait_inflight "$dev"
 sleep 1
