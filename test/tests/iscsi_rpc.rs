@@ -521,13 +521,14 @@ fn bad_iscsi_input_gets_errors_and_the_target_keeps_serving() {
         -22,
         "tag 0 is out of range",
     );
-    // iSER portals fail until the RDMA transport is in, and the group's TCP
-    // portal listened first is let go again.
+    // An iSER portal on an address RDMA CM cannot listen on (loopback, or no
+    // RDMA device at all on the host) fails, and the group's TCP portal
+    // listened first is let go again.
     let both = format!("{} {}@iser", portal(6), portal(7));
     let out = t.rpc(&["iscsi_create_portal_group", "3", &both]);
     assert!(!out.ok(), "an iSER portal was accepted: {}", out.stdout);
     assert!(
-        out.stderr.contains("iSER portal 127.0.0.1:") && out.stderr.contains("no RDMA transport"),
+        out.stderr.contains("iSER portal 127.0.0.1:"),
         "{}",
         out.stderr
     );

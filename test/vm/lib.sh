@@ -112,15 +112,19 @@ ferrite_rpc() {
 # --- open-iscsi ------------------------------------------------------------------------
 
 # iscsi_login PORTAL IQN: SendTargets discovery on PORTAL (must list IQN), then login.
-# ISCSI_NODE_SETTINGS ("name=value ...") are applied to the node record before the login.
+# ISCSI_NODE_SETTINGS ("name=value ...") are applied to the node record before the login;
+# ISCSI_IFACE (e.g. iser) picks the initiator interface for both.
 iscsi_login() {
     local portal=$1 iqn=$2 found kv
-    found=$(iscsiadm -m discovery -t sendtargets -p "$portal") || fail "discovery on $portal: $found"
+    local iface=(${ISCSI_IFACE:+-I "$ISCSI_IFACE"})
+    found=$(iscsiadm -m discovery -t sendtargets -p "$portal" "${iface[@]}") ||
+        fail "discovery on $portal: $found"
     grep -q " $iqn\$" <<<"$found" || fail "discovery on $portal does not list $iqn: $found"
     for kv in ${ISCSI_NODE_SETTINGS:-}; do
-        iscsiadm -m node -T "$iqn" -p "$portal" -o update -n "${kv%%=*}" -v "${kv#*=}" >/dev/null
+        iscsiadm -m node -T "$iqn" -p "$portal" "${iface[@]}" -o update -n "${kv%%=*}" -v "${kv#*=}" >/dev/null
     done
-    iscsiadm -m node -T "$iqn" -p "$portal" --login >/dev/null || fail "login to $iqn at $portal"
+    iscsiadm -m node -T "$iqn" -p "$portal" "${iface[@]}" --login >/dev/null ||
+        fail "login to $iqn at $portal"
 }
 
 iscsi_logout() {

@@ -331,6 +331,22 @@ impl Conn {
         self.phase() != Phase::Closed
     }
 
+    /// iSER: a message arrived on the connection's queue pair.
+    pub fn iser_recv(&self, msg: ferrite_reactor::mem::Buffer) {
+        if let Some(l) = self.inner.borrow_mut().link.as_iser() {
+            l.recv(msg);
+        }
+        self.on_readable();
+    }
+
+    /// iSER: a signalled work request finished (or any failed).
+    pub fn iser_completed(&self, tag: u32, result: crate::iser::link::Completion) {
+        if let Some(l) = self.inner.borrow_mut().link.as_iser() {
+            l.completed(tag, result);
+        }
+        self.on_readable();
+    }
+
     /// Whether input is buffered beyond what the socket reports.
     pub fn has_buffered_input(&self) -> bool {
         self.inner.borrow().link.buffered() > 0

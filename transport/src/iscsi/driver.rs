@@ -156,11 +156,23 @@ fn limits(snap: &ModelSnapshot, node: Option<&model::TargetNode>) -> TargetLimit
 
 /// What the login asks of the model for one connection.
 struct ModelPolicy {
+    /// An iSER connection: its receive buffers bound TargetRecvDataSegmentLength.
+    iser: bool,
     snap: Arc<ModelSnapshot>,
     local: SocketAddr,
     /// The session entry made by `bind_session` (and the one it reinstated).
     created: Option<(Arc<SessionEntry>, Option<Arc<SessionEntry>>)>,
     joined: Option<Arc<SessionEntry>>,
+}
+
+impl ModelPolicy {
+    fn transport_limits(&self, mut limits: TargetLimits) -> TargetLimits {
+        if self.iser {
+            limits.iser_target_recv_data_segment_length =
+                crate::iser::TARGET_RECV_DATA_SEGMENT_LENGTH;
+        }
+        limits
+    }
 }
 
 impl TargetDirectory for ModelPolicy {
@@ -217,7 +229,7 @@ impl LoginPolicy for ModelPolicy {
             Ok(node) => Ok(TargetNode {
                 alias: (!node.alias.is_empty()).then(|| node.alias.clone()),
                 auth: auth_config(&self.snap, &node.chap),
-                limits: limits(&self.snap, Some(node)),
+                limits: self.transport_limits(limits(&self.snap, Some(node))),
             }),
             Err(model::LoginRefusal::NotFound) => Err(LoginStatus::TARGET_NOT_FOUND.into()),
             Err(model::LoginRefusal::NotAllowed(why)) => {
@@ -234,7 +246,7 @@ impl LoginPolicy for ModelPolicy {
     ) -> Result<DiscoveryService, Refusal> {
         Ok(DiscoveryService {
             auth: auth_config(&self.snap, &self.snap.discovery_chap()),
-            limits: limits(&self.snap, None),
+            limits: self.transport_limits(limits(&self.snap, None)),
         })
     }
 
@@ -323,6 +335,7 @@ pub(crate) struct TextInfo {
 
 /// A connection's login, then its text exchanges.
 pub(crate) struct LoginDriver {
+    iser: bool,
     login: Login,
     text: TextExchange,
 }
@@ -331,6 +344,7 @@ impl LoginDriver {
     pub fn new(portal: PortalInfo, iser: bool) -> LoginDriver {
         let depth = model::snapshot().options().max_queue_depth.max(1);
         LoginDriver {
+            iser,
             login: Login::new(LoginContext {
                 portal_group_tag: portal.portal_group_tag,
                 initiator_address: portal.peer.ip(),
@@ -345,6 +359,7 @@ impl LoginDriver {
     /// Handles a Login Request.
     pub fn step(&mut self, req: &LoginRequest, data: &[u8], portal: PortalInfo) -> LoginStep {
         let mut policy = ModelPolicy {
+            iser: self.iser,
             snap: model::snapshot(),
             local: portal.local,
             created: None,
@@ -456,6 +471,7 @@ impl LoginDriver {
         portal: PortalInfo,
     ) -> Result<TextReply, RejectReason> {
         let policy = ModelPolicy {
+            iser: self.iser,
             snap: model::snapshot(),
             local: portal.local,
             created: None,

@@ -105,6 +105,22 @@ pub(crate) fn add_joined(sock: Socket, portal: PortalInfo, setup: impl FnOnce(&R
     );
 }
 
+/// Takes a connection that is not a socket (iSER: its RDMA connection's
+/// handler feeds it) into this reactor's group, for NOP-In pings, flushes
+/// and shutdown.
+pub(crate) fn add_link(link: Link, portal: PortalInfo) -> Rc<Conn> {
+    let g = group();
+    let iser = portal.transport == super::conn::Transport::Iser;
+    let conn = Conn::new(link, portal, LoginDriver::new(portal, iser));
+    let token = g.conns.borrow_mut().insert(Entry {
+        conn: conn.clone(),
+        watching_out: false,
+    });
+    conn.token.set(token);
+    LOAD[g.reactor.min(MAX_REACTORS - 1)].fetch_add(1, Ordering::Relaxed);
+    conn
+}
+
 /// Writes `conn`'s queued output at this reactor's next poll.
 pub(crate) fn flush_soon(conn: &Conn) {
     if conn.flush_queued.replace(true) {

@@ -24,7 +24,7 @@
 //! ```
 
 pub mod chap;
-mod conn;
+pub(crate) mod conn;
 pub mod digest;
 mod driver;
 mod group;
@@ -39,6 +39,7 @@ pub mod text;
 pub mod text_request;
 pub(crate) mod wire;
 
+pub(crate) use group::{add_link, least_loaded as least_loaded_reactor};
 pub use login::{Login, LoginContext, LoginOutcome, LoginProgress, LoginReply};
 pub use params::{ConnectionParams, DigestType, SessionParams, SessionType, TargetLimits};
 pub use pdu::{Bhs, InitiatorPdu, LoginStatus, RejectReason, BHS_LEN};

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use super::conn::{PortalInfo, Transport};
 use super::{driver, group, session};
+use crate::iser::driver::IserListener;
 use crate::tcp::{Listener, Socket};
 
 /// How often the acceptor looks for new connections.
@@ -32,6 +33,20 @@ struct Listening {
 
 static LISTENERS: Mutex<Vec<Arc<Listening>>> = Mutex::new(Vec::new());
 
+/// An iSER portal's RDMA CM listener. The portal hooks and the acceptor both
+/// run on the control reactor, where these live.
+struct IserListening {
+    pg_tag: u32,
+    portal: model::Portal,
+    listener: IserListener,
+    accepting: bool,
+}
+
+thread_local! {
+    static ISER_LISTENERS: std::cell::RefCell<Vec<IserListening>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn listeners() -> MutexGuard<'static, Vec<Arc<Listening>>> {
     LISTENERS.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -41,17 +56,30 @@ struct Portals;
 impl PortalHooks for Portals {
     fn listen(&self, pg_tag: u32, portal: &model::Portal) -> std::io::Result<()> {
         if portal.iser {
-            // Until the RDMA layer is in, an iSER portal fails its RPC (and a
-            // config holding one fails the start) rather than sitting there
-            // inactive: a portal that is listed but never answers is worse.
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                format!(
-                    "iSER portal {}:{}: this target has no RDMA transport yet \
-                     (use a TCP portal)",
-                    portal.host, portal.port
-                ),
-            ));
+            // RDMA CM needs an address of an RDMA-capable interface (or the
+            // wildcard); without an RDMA device the portal fails its RPC.
+            let listener = IserListener::bind(portal.socket_addr()).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("iSER portal {}:{}: {e}", portal.host, portal.port),
+                )
+            })?;
+            if reactor::on_reactor() {
+                let _ = reactor::register_interrupt(listener.fd());
+            }
+            tracing::info!(
+                "iSCSI portal group {pg_tag} listening for iSER on {}",
+                listener.local_addr()
+            );
+            ISER_LISTENERS.with(|l| {
+                l.borrow_mut().push(IserListening {
+                    pg_tag,
+                    portal: portal.clone(),
+                    listener,
+                    accepting: false,
+                })
+            });
+            return Ok(());
         }
         let listener = Listener::bind(&portal.addr.to_string(), portal.port)?;
         if reactor::on_reactor() {
@@ -72,6 +100,13 @@ impl PortalHooks for Portals {
     }
 
     fn start(&self, pg_tag: u32, portal: &model::Portal) {
+        ISER_LISTENERS.with(|l| {
+            for l in l.borrow_mut().iter_mut() {
+                if l.pg_tag == pg_tag && l.portal == *portal {
+                    l.accepting = true;
+                }
+            }
+        });
         for l in listeners().iter() {
             if l.pg_tag == pg_tag && l.portal == *portal {
                 l.accepting.store(true, Ordering::Release);
@@ -80,6 +115,15 @@ impl PortalHooks for Portals {
     }
 
     fn unlisten(&self, pg_tag: u32, portal: &model::Portal) {
+        ISER_LISTENERS.with(|l| {
+            l.borrow_mut().retain(|l| {
+                let keep = !(l.pg_tag == pg_tag && l.portal == *portal);
+                if !keep && reactor::on_reactor() {
+                    let _ = reactor::unregister_interrupt(l.listener.fd());
+                }
+                keep
+            })
+        });
         listeners().retain(|l| {
             let keep = !(l.pg_tag == pg_tag && l.portal == *portal);
             if !keep && reactor::on_reactor() {
@@ -185,8 +229,16 @@ fn accept() -> Poll {
             }
         }
     }
+    // iSER connect requests are checked and handed off by the listener.
+    let iser = ISER_LISTENERS.with(|l| {
+        l.borrow()
+            .iter()
+            .filter(|l| l.accepting)
+            .map(|l| l.listener.accept(l.pg_tag as u16))
+            .sum::<usize>()
+    });
     // Handed off outside the listeners' lock.
-    let busy = !accepted.is_empty();
+    let busy = !accepted.is_empty() || iser > 0;
     for (sock, peer, pg_tag) in accepted {
         hand_off(sock, peer, pg_tag);
     }
@@ -217,6 +269,13 @@ pub fn stop(done: Box<dyn FnOnce() + Send>) {
             let _ = reactor::unregister_interrupt(l.listener.as_raw_fd());
         }
     }
+    ISER_LISTENERS.with(|l| {
+        for l in l.borrow_mut().drain(..) {
+            if reactor::on_reactor() {
+                let _ = reactor::unregister_interrupt(l.listener.fd());
+            }
+        }
+    });
     let secs = LOGOUT_GRACE.as_secs() as u16;
     reactor::for_each_reactor(
         move || {

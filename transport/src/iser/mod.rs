@@ -27,7 +27,15 @@
 //! other PDUs       -> SEND of iSER header (no STags) + BHS + data
 //! ```
 
+/// The largest data segment an initiator may SEND us (immediate data, text):
+/// what an RDMA receive buffer (the arena's 8 KiB ones) holds after the iSER
+/// header and the BHS.
+pub const TARGET_RECV_DATA_SEGMENT_LENGTH: u32 = (ferrite_reactor::mem::SMALL_BUF_SIZE
+    - header::ISER_HEADER_LEN
+    - crate::iscsi::pdu::BHS_LEN) as u32;
+
 pub mod cm;
+pub(crate) mod driver;
 pub mod header;
 pub(crate) mod link;
 
