@@ -72,6 +72,9 @@ for line in sys.stdin:
     test/vm/run.sh --timeout 900 test/vm/rdma-layer.sh "$bin"
 }
 step vm-rdma-layer rdma_layer_in_vm
+# iSER end to end: Linux's initiator (iscsiadm -I iser) against the release ferrite-tgt in
+# the same VM (test/vm/iser.sh: login, fio verify, ext4 across logout/login).
+step vm-iser test/vm/run.sh --timeout 900 test/vm/iser.sh
 step rpc.py-unittest python3 -m unittest discover -s app -p 'test_*.py'
 
 # The VM tests (test/vm/README.md): Debian 12's kernel under QEMU/TCG runs the release
