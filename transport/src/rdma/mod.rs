@@ -94,6 +94,19 @@
 //! back (or after 5 s), so every tag posted gets exactly one completion
 //! (signalled ones, and failed ones) before `closed`. Handler calls always
 //! come from the poller, never from inside `post` or `disconnect`.
+//!
+//! # Known limits
+//!
+//! * A QP on the SRQ is destroyed once its send queue has drained, without
+//!   waiting for `IBV_EVENT_QP_LAST_WQE_REACHED` (Debian 12's rxe does not
+//!   raise it): a receive the QP had taken for a message still arriving when
+//!   it died is not returned, so its slot stays out of the SRQ.
+//! * Async QP events (fatal, access error) close the connection on its
+//!   reactor; no test provokes one. SEND with invalidate is posted as the
+//!   verbs define it but only a real initiator (ib_iser, ib_srp with FRWR)
+//!   can check it: the layer makes no invalidatable keys of its own.
+//! * One event channel per listener; the listener reports its own device
+//!   removal in the log only.
 
 pub mod cm;
 pub mod conn;
