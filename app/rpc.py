@@ -231,6 +231,29 @@ def add_bdev_commands(sub):
                 build=lambda a: {"name": a.name})
     p.add_argument("name", help="null bdev name")
 
+    # uring
+    p = command(sub, "bdev_uring_create",
+                "Create a bdev on a file or block device, through io_uring",
+                build=lambda a: compact(filename=a.filename, name=a.name,
+                                        block_size=a.block_size, uuid=a.uuid,
+                                        sqpoll=True if a.sqpoll else None))
+    p.add_argument("filename", help="path of the file or block device")
+    p.add_argument("name", help="name of the bdev")
+    p.add_argument("block_size", type=int, nargs="?",
+                   help="block size in bytes (default: the device's logical block size, "
+                        "512 for a file)")
+    p.add_argument("-u", "--uuid", help="UUID of the bdev")
+    p.add_argument("--sqpoll", action="store_true",
+                   help="submit through an SQPOLL ring (a kernel thread polls for I/O)")
+
+    p = command(sub, "bdev_uring_delete", "Delete a uring bdev",
+                build=lambda a: {"name": a.name})
+    p.add_argument("name", help="uring bdev name")
+
+    p = command(sub, "bdev_uring_rescan", "Pick up the new size of a uring bdev's file",
+                build=lambda a: {"name": a.name})
+    p.add_argument("name", help="uring bdev name")
+
     # split
     p = command(sub, "bdev_split_create", "Split a bdev into split_count bdevs",
                 build=lambda a: compact(base_bdev=a.base_bdev, split_count=a.split_count,

@@ -32,6 +32,12 @@ pub trait BdevBackend: Send + Sync + 'static {
     /// Makes this reactor's channel. Called on the reactor that will use it.
     fn create_channel(&self, bdev: &Arc<Bdev>) -> Box<dyn ChannelBackend>;
 
+    /// Whether unmapped blocks read back as zeros (SCSI's LBPRZ). Only meaningful
+    /// when the backend supports unmap.
+    fn unmap_reads_zeroes(&self) -> bool {
+        false
+    }
+
     /// Module-specific facts for `bdev_get_bdevs`' `driver_specific`.
     fn info(&self) -> Value {
         Value::Object(Default::default())
@@ -40,6 +46,11 @@ pub trait BdevBackend: Send + Sync + 'static {
     /// The RPC call that recreates this bdev, for `save_config`. `None` when another
     /// bdev's entry recreates it (a split part), or it cannot be saved.
     fn config(&self, bdev: &Bdev) -> Option<Value>;
+
+    /// The backend itself, for its module's own calls (a rescan finds its file).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 
     /// Called once when the bdev is gone: every descriptor closed and every
     /// channel destroyed. Release what the bdev holds (a vbdev closes its base).
@@ -154,7 +165,8 @@ pub struct Bdev {
     uuid: Uuid,
     product_name: String,
     block_size: u32,
-    num_blocks: u64,
+    /// Changes only when a module picks up a resized device (`bdev_uring_rescan`).
+    num_blocks: AtomicU64,
     backend: Box<dyn BdevBackend>,
     state: Mutex<BdevState>,
     pub(crate) stats: IoStatSlots,
@@ -177,7 +189,17 @@ impl Bdev {
         self.block_size
     }
     pub fn num_blocks(&self) -> u64 {
-        self.num_blocks
+        self.num_blocks.load(Ordering::Relaxed)
+    }
+    /// Takes a new size (a module's rescan); I/O validated from now on sees it.
+    pub(crate) fn set_num_blocks(&self, num_blocks: u64) {
+        self.num_blocks.store(num_blocks, Ordering::Relaxed);
+        tracing::info!(
+            "bdev {}: now {} x {} bytes",
+            self.name,
+            num_blocks,
+            self.block_size
+        );
     }
     pub fn module(&self) -> &'static str {
         self.backend.module()
@@ -232,7 +254,7 @@ impl Bdev {
             "aliases": [],
             "product_name": self.product_name,
             "block_size": self.block_size,
-            "num_blocks": self.num_blocks,
+            "num_blocks": self.num_blocks(),
             "uuid": self.uuid.to_string(),
             "claimed": claim.is_some(),
             "claim_module": claim,
@@ -248,7 +270,7 @@ impl std::fmt::Debug for Bdev {
         f.debug_struct("Bdev")
             .field("name", &self.name)
             .field("block_size", &self.block_size)
-            .field("num_blocks", &self.num_blocks)
+            .field("num_blocks", &self.num_blocks())
             .finish()
     }
 }
@@ -295,7 +317,7 @@ pub fn register(params: BdevParams, backend: Box<dyn BdevBackend>) -> Result<Arc
         uuid,
         product_name: params.product_name,
         block_size: params.block_size,
-        num_blocks: params.num_blocks,
+        num_blocks: AtomicU64::new(params.num_blocks),
         backend,
         state: Mutex::new(BdevState::default()),
         stats: IoStatSlots::new(),
@@ -306,7 +328,7 @@ pub fn register(params: BdevParams, backend: Box<dyn BdevBackend>) -> Result<Arc
     tracing::info!(
         "bdev {} registered ({} x {} bytes, {})",
         bdev.name,
-        bdev.num_blocks,
+        bdev.num_blocks(),
         bdev.block_size,
         bdev.module()
     );

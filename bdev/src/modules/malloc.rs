@@ -85,6 +85,10 @@ impl BdevBackend for Malloc {
         MODULE
     }
 
+    fn unmap_reads_zeroes(&self) -> bool {
+        true // zeroed memory
+    }
+
     fn supports(&self, t: IoType) -> bool {
         matches!(
             t,

@@ -6,6 +6,7 @@ pub mod error;
 pub mod malloc;
 pub mod null;
 pub mod split;
+pub mod uring;
 mod vbdev;
 
 use crate::{Bdev, BdevError};

@@ -55,6 +55,10 @@ impl BdevBackend for Null {
         MODULE
     }
 
+    fn unmap_reads_zeroes(&self) -> bool {
+        true // nothing is stored
+    }
+
     fn supports(&self, t: IoType) -> bool {
         matches!(
             t,

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use ferrite_bdev::modules::{delay, error, malloc, null, split};
+use ferrite_bdev::modules::{delay, error, malloc, null, split, uring};
 use ferrite_bdev::{self as bdev, Bdev, BdevError, IoType};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -155,6 +155,23 @@ pub fn register_bdev_methods(m: &mut Methods) {
             if let Some(resp) = not_exported([p.name.as_str()], resp) {
                 null::delete(&p.name, delete_answer(resp));
             }
+        }
+    });
+    m.register("bdev_uring_create", |p, resp| {
+        if let Some((p, resp)) = params::<uring::CreateParams>(p, resp) {
+            answer(resp, uring::create(p));
+        }
+    });
+    m.register("bdev_uring_delete", |p, resp| {
+        if let Some((p, resp)) = params::<uring::NameParams>(p, resp) {
+            if let Some(resp) = not_exported([p.name.as_str()], resp) {
+                uring::delete(&p.name, delete_answer(resp));
+            }
+        }
+    });
+    m.register("bdev_uring_rescan", |p, resp| {
+        if let Some((p, resp)) = params::<uring::NameParams>(p, resp) {
+            answer(resp, uring::rescan(&p.name));
         }
     });
     m.register("bdev_split_create", |p, resp| {

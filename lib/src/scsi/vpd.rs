@@ -48,10 +48,9 @@ pub(crate) fn thin(view: &LunView) -> bool {
     view.lun.bdev().supports(IoType::Unmap)
 }
 
-/// Unmapped blocks read back as zeros (LBPRZ). The bdev layer has no such
-/// property yet; the modules that do are known by name.
+/// Unmapped blocks read back as zeros (LBPRZ), as the bdev's module says.
 pub(crate) fn unmap_reads_zeroes(view: &LunView) -> bool {
-    thin(view) && matches!(view.lun.bdev().module(), "malloc" | "null")
+    thin(view) && view.lun.bdev().backend().unmap_reads_zeroes()
 }
 
 /// A VPD page: its code and what builds its body (after the 4-byte header)
