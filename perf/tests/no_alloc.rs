@@ -1,8 +1,9 @@
 //! Steady-state I/O through the bdev layer allocates nothing on the heap.
 //!
 //! A counting global allocator counts allocations made on a thread while that
-//! thread's flag is set. One reactor runs a malloc bdev and a randrw job at queue
-//! depth 32 (reads and writes, so both copy paths and both completion paths run);
+//! thread's flag is set. One reactor runs a bdev (malloc; uring on a tmpfs file,
+//! through the reactor's io_uring) and a randrw job at queue depth 32 (reads and
+//! writes, so both data paths and both completion paths run);
 //! after a warm-up the flag is set on the reactor thread for 100k I/Os and the
 //! count must stay 0. The first counted allocation's backtrace is kept so a
 //! failure says where it came from.
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ferrite_bdev::modules::malloc;
+use ferrite_bdev::modules::{malloc, uring};
 use ferrite_perf::{run_on, Job, JobConfig, Workload};
 use ferrite_reactor::mem::{self, MemConfig};
 use ferrite_reactor::{Runtime, RuntimeConfig};
@@ -68,8 +69,45 @@ static GLOBAL: Counting = Counting;
 const WARM_UP: u64 = 5_000;
 const MEASURED: u64 = 100_000;
 
+/// The tests share the counters: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
 #[test]
-fn steady_state_io_allocates_nothing() {
+fn steady_state_io_on_malloc_allocates_nothing() {
+    steady_state_io_allocates_nothing(|| {
+        malloc::create(malloc::CreateParams {
+            name: Some("Malloc0".into()),
+            num_blocks: 16384,
+            block_size: 512,
+            uuid: None,
+        })
+        .expect("malloc bdev")
+    });
+}
+
+#[test]
+fn steady_state_io_on_uring_allocates_nothing() {
+    let path = format!("/dev/shm/ferrite-no-alloc-{}", std::process::id());
+    std::fs::File::create(&path)
+        .and_then(|f| f.set_len(8 << 20))
+        .expect("tmpfs file");
+    let p = path.clone();
+    steady_state_io_allocates_nothing(move || {
+        uring::create(uring::CreateParams {
+            name: "Uring0".into(),
+            filename: p,
+            block_size: Some(512),
+            uuid: None,
+            sqpoll: false,
+        })
+        .expect("uring bdev")
+    });
+    let _ = std::fs::remove_file(path);
+}
+
+fn steady_state_io_allocates_nothing(make_bdev: impl FnOnce() -> String + Send + 'static) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    ALLOCS.store(0, Relaxed);
     mem::init(&MemConfig {
         heap_mb: 64,
         small_count: 1024,
@@ -89,16 +127,10 @@ fn steady_state_io_allocates_nothing() {
     let h = rt.handle();
     let t = Duration::from_secs(30);
 
-    let shared = run_on(&h, 0, t, || {
-        malloc::create(malloc::CreateParams {
-            name: Some("Malloc0".into()),
-            num_blocks: 16384,
-            block_size: 512,
-            uuid: None,
-        })
-        .expect("malloc bdev");
+    let shared = run_on(&h, 0, t, move || {
+        let bdev = make_bdev();
         let job = Job::create(JobConfig {
-            bdev: "Malloc0".into(),
+            bdev,
             workload: Workload::RandRw,
             depth: 32,
             io_size: 4096,
