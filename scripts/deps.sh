@@ -15,10 +15,11 @@ build_packages() {
 }
 
 # Run the tests on the host: libiscsi's tools (iscsi-test-cu, iscsi-perf...), fio, and the
-# small system tools the scripts use (lsblk, pgrep, ip). qemu-img/qemu-io with their iscsi://
+# small system tools the scripts use (lsblk, pgrep, ip; losetup, mount and mkfs.ext4 for the
+# uring bdev's tests on ext4 over a loop device). qemu-img/qemu-io with their iscsi://
 # driver come after these, as a pinned pair (see ensure_qemu_iscsi).
 test_packages() {
-    echo libiscsi-bin fio util-linux procps iproute2
+    echo libiscsi-bin fio util-linux procps iproute2 mount e2fsprogs
 }
 
 # The VM test bed and its guest tools (RDMA, kernel initiators, NVMe, LIO; see test/vm/README.md
