@@ -257,3 +257,62 @@ fn delete_with_io_in_flight_completes_every_io_then_removes_the_bdev() {
     assert!(statuses.iter().all(|&s| s), "in-flight I/O finished");
     assert!(gone, "the bdev is gone once its user closed it");
 }
+
+/// Writes one block and flushes it, `left` times in a row, then reports.
+fn write_flush_loop(ch: ferrite_bdev::IoChannel, left: u32, done: Box<dyn FnOnce(bool)>) {
+    if left == 0 {
+        done(true);
+        return;
+    }
+    let ch2 = ch.clone();
+    run_all(
+        &ch,
+        vec![IoRequest::write(
+            left as u64,
+            1,
+            filled(4096, left as u8),
+            false,
+        )],
+        move |w| {
+            if w[0].0.is_err() {
+                done(false);
+                return;
+            }
+            let ch3 = ch2.clone();
+            run_all(&ch2, vec![IoRequest::flush(0, 0)], move |f| {
+                if f[0].0.is_err() {
+                    done(false);
+                    return;
+                }
+                write_flush_loop(ch3, left - 1, done);
+            });
+        },
+    );
+}
+
+/// A flush goes to the kernel's io-wq and takes the disk's time: the reactor falls
+/// asleep meanwhile and must be woken by the ring's completion, or this hangs.
+#[test]
+fn a_sleeping_reactor_wakes_for_ring_completions() {
+    let path = std::env::temp_dir().join(format!("ferrite-uring-sleep-{}", std::process::id()));
+    fs::File::create(&path).unwrap().set_len(1 << 20).unwrap();
+    let p = path.display().to_string();
+    let (ok, slept) = on_reactors(1, move |tx| {
+        create("Us", &p, Some(4096)).expect("created");
+        let desc = bdev::open("Us", true, |_| {}).unwrap();
+        let ch = desc.channel();
+        let before = ferrite_reactor::local_stats().sleeps;
+        write_flush_loop(
+            ch,
+            20,
+            Box::new(move |ok| {
+                let _keep = desc;
+                let slept = ferrite_reactor::local_stats().sleeps - before;
+                tx.send((ok, slept)).unwrap();
+            }),
+        );
+    });
+    let _ = fs::remove_file(&path);
+    assert!(ok, "every write and flush succeeded");
+    assert!(slept > 0, "the reactor slept during the flushes");
+}
