@@ -595,6 +595,63 @@ def add_iscsi_commands(sub):
     command(sub, "iscsi_get_connections", "List the iSCSI connections")
 
 
+def hex16(text):
+    """argparse type of id_ext and ioc_guid: 16 hex digits, as ib_srp's add_target takes them."""
+    digits = text[2:] if text.lower().startswith("0x") else text
+    if len(digits) != 16 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        raise argparse.ArgumentTypeError("%r is not 16 hex digits" % text)
+    return digits.lower()
+
+
+def srp_lun(text):
+    """argparse type of a LUN: BDEV:LUN_ID."""
+    bdev, sep, lun = text.rpartition(":")
+    if not sep or not bdev or not lun.isdigit():
+        raise argparse.ArgumentTypeError("%r is not BDEV:LUN_ID" % text)
+    return {"bdev_name": bdev, "lun_id": int(lun)}
+
+
+def host_port(text):
+    """argparse type of an RDMA CM listen address: HOST:PORT ([V6]:PORT)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError("%r is not HOST:PORT" % text)
+    return host.strip("[]"), int(port)
+
+
+def add_srp_commands(sub):
+    def create(a):
+        host, port = a.address
+        return compact(name=a.name, id_ext=a.id_ext, ioc_guid=a.ioc_guid, host=host, port=port,
+                       luns=a.luns, initiators=a.initiators)
+
+    p = command(sub, "srp_create_target",
+                "Create an SRP target listening on HOST:PORT over RDMA CM", build=create)
+    p.add_argument("name", help="target name")
+    p.add_argument("id_ext", type=hex16, help="identifier extension, 16 hex digits")
+    p.add_argument("ioc_guid", type=hex16, help="I/O controller GUID, 16 hex digits")
+    p.add_argument("address", type=host_port, help="RDMA CM listen address HOST:PORT")
+    p.add_argument("luns", nargs="*", type=srp_lun, help="LUNs as BDEV:LUN_ID")
+    p.add_argument("-i", "--initiator", dest="initiators", action="append",
+                   help="allowed initiator: port id (0x + 32 hex digits) or source address; "
+                        "repeat for more (default: any)")
+
+    p = command(sub, "srp_delete_target", "Delete an SRP target",
+                build=lambda a: {"name": a.name})
+    p.add_argument("name", help="target name")
+
+    p = command(sub, "srp_target_add_lun", "Add a LUN to an SRP target",
+                build=lambda a: {"name": a.name, "bdev_name": a.lun["bdev_name"],
+                                 "lun_id": a.lun["lun_id"]})
+    p.add_argument("name", help="target name")
+    p.add_argument("lun", type=srp_lun, help="BDEV:LUN_ID")
+
+    p = command(sub, "srp_get_targets", "List the SRP targets",
+                build=lambda a: compact(name=a.name))
+    p.add_argument("-n", "--name", help="only this target")
+    command(sub, "srp_get_channels", "List the SRP channels")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog=PROG, description="JSON-RPC client of ferrite-tgt")
@@ -612,6 +669,7 @@ def build_parser():
     add_framework_commands(sub)
     add_bdev_commands(sub)
     add_iscsi_commands(sub)
+    add_srp_commands(sub)
     return parser
 
 

@@ -307,6 +307,46 @@ class RpcPyTest(unittest.TestCase):
             with self.subTest(argv=argv):
                 self.assert_request(argv, method, params)
 
+    def test_srp_sub_command_requests(self):
+        cases = [
+            (["srp_create_target", "srp0", "5254000000000001", "0x5254000000000002",
+              "169.254.77.1:5001", "Malloc0:0", "Malloc1:3"],
+             "srp_create_target",
+             {"name": "srp0", "id_ext": "5254000000000001", "ioc_guid": "5254000000000002",
+              "host": "169.254.77.1", "port": 5001,
+              "luns": [{"bdev_name": "Malloc0", "lun_id": 0},
+                       {"bdev_name": "Malloc1", "lun_id": 3}]}),
+            (["srp_create_target", "s", "ABCDEF0123456789", "0000000000000001", "[fe80::1]:5002",
+              "-i", "169.254.77.2", "-i", "0x0000000000000000fe80000000000001"],
+             "srp_create_target",
+             {"name": "s", "id_ext": "abcdef0123456789", "ioc_guid": "0000000000000001",
+              "host": "fe80::1", "port": 5002, "luns": [],
+              "initiators": ["169.254.77.2", "0x0000000000000000fe80000000000001"]}),
+            (["srp_delete_target", "srp0"], "srp_delete_target", {"name": "srp0"}),
+            (["srp_target_add_lun", "srp0", "Malloc2:7"], "srp_target_add_lun",
+             {"name": "srp0", "bdev_name": "Malloc2", "lun_id": 7}),
+            (["srp_get_targets"], "srp_get_targets", None),
+            (["srp_get_targets", "-n", "srp0"], "srp_get_targets", {"name": "srp0"}),
+            (["srp_get_channels"], "srp_get_channels", None),
+        ]
+        for argv, method, params in cases:
+            with self.subTest(argv=argv):
+                self.assert_request(argv, method, params)
+
+    def test_bad_srp_arguments_send_nothing(self):
+        for argv in (["srp_create_target", "s", "123", "0000000000000001", "1.2.3.4:5"],
+                     ["srp_create_target", "s", "000000000000000g", "0000000000000001", "h:5"],
+                     ["srp_create_target", "s", "0000000000000001", "0000000000000001", "1.2.3.4"],
+                     ["srp_create_target", "s", "0000000000000001", "0000000000000001",
+                      "1.2.3.4:5", "Malloc0"],
+                     ["srp_target_add_lun", "s", "Malloc0:x"],
+                     ["srp_delete_target"]):
+            with self.subTest(argv=argv):
+                r = self.rpc(*argv)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertNotIn("Traceback", r.stderr)
+        self.assertEqual(self.server.requests, [])
+
     def test_bad_iscsi_arguments_send_nothing(self):
         for argv in (["iscsi_create_portal_group", "1", "127.0.0.1"],
                      ["iscsi_create_portal_group", "1", "127.0.0.1:3260@rdma"],

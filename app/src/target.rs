@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use ferrite_lib::jsonrpc::{register_framework_methods, Framework, Methods, RpcServer};
 use ferrite_lib::rpc::bdev::{register_bdev_methods, BdevSubsystem};
+use ferrite_lib::srp::{register_srp_methods, SrpSubsystem};
 use ferrite_lib::subsystem::Subsystems;
 use ferrite_lib::target::{register_iscsi_methods, IscsiSubsystem};
 use ferrite_reactor::mem::MemConfig;
@@ -105,6 +106,7 @@ fn registries() -> (Arc<Methods>, Arc<Subsystems>) {
     subsystems.register(Arc::new(BdevSubsystem));
     subsystems.register(Arc::new(IscsiSubsystem::new()));
     subsystems.register(Arc::new(ferrite_transport::iscsi::service::IscsiTransport));
+    subsystems.register(Arc::new(SrpSubsystem::new()));
     let subsystems = Arc::new(subsystems);
 
     let mut methods = Methods::new();
@@ -117,6 +119,7 @@ fn registries() -> (Arc<Methods>, Arc<Subsystems>) {
     );
     register_bdev_methods(&mut methods);
     register_iscsi_methods(&mut methods);
+    register_srp_methods(&mut methods);
     (Arc::new(methods), subsystems)
 }
 
@@ -195,6 +198,8 @@ impl Startup {
         if let Err(e) = ferrite_transport::iscsi::service::start() {
             return target.fail(format!("cannot start the iSCSI transport: {e}"));
         }
+        // SRP targets the config creates ask the SRP service to listen.
+        ferrite_transport::srp::service::start();
         // Watch for signals first: one may come while the config replays.
         if let Err(e) = watch_signals(self.signal_pipe) {
             return target.fail(format!("cannot watch for signals: {e}"));

@@ -4,5 +4,6 @@
 pub mod jsonrpc;
 pub mod rpc;
 pub mod scsi;
+pub mod srp;
 pub mod subsystem;
 pub mod target;

@@ -43,11 +43,14 @@ fn not_exported<'a>(
     names: impl IntoIterator<Item = &'a str>,
     resp: Responder,
 ) -> Option<Responder> {
-    match names.into_iter().find_map(crate::target::bdev_in_use) {
+    match names
+        .into_iter()
+        .find_map(|n| crate::target::bdev_in_use(n).or_else(|| crate::srp::bdev_in_use(n)))
+    {
         Some(why) => {
             resp.err(RpcError::from_errno(
                 libc::EBUSY,
-                format!("{why}: delete the target node first"),
+                format!("{why}: delete the target first"),
             ));
             None
         }

@@ -22,3 +22,4 @@
 pub mod channel;
 pub mod iu;
 pub mod login;
+pub mod service;
