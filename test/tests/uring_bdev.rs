@@ -264,7 +264,7 @@ fn uring_bdev_through_rpc_py_bad_input_rescan_and_save_config() {
         &t,
         &["bdev_uring_delete", "U0"],
         -16,
-        "delete the target node first",
+        "delete the target first",
     );
 
     // save_config → --json: the same bdevs come back.
