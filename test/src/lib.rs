@@ -184,6 +184,24 @@ impl Drop for Target {
     }
 }
 
+/// Asserts an rpc.py call failed with JSON-RPC error `code` and a message containing
+/// `needle`, and that the target still answers.
+pub fn refused(t: &Target, args: &[&str], code: i64, needle: &str) {
+    let out = t.rpc(args);
+    assert!(!out.ok(), "{args:?} should fail; got {}", out.stdout);
+    assert!(
+        out.stderr.contains(&format!("\"code\": {code},")),
+        "{args:?}: expected code {code} in {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(needle),
+        "{args:?}: expected '{needle}' in {}",
+        out.stderr
+    );
+    t.rpc_ok(&["rpc_get_methods"]);
+}
+
 /// What rpc.py printed.
 #[derive(Debug)]
 pub struct RpcOutput {

@@ -6,7 +6,7 @@
 //! Portals use ports derived from the process id and the test's thread, so that
 //! tests running side by side (the transport listens on them) do not collide.
 
-use ferrite_tests::{scratch, Target};
+use ferrite_tests::{refused, scratch, Target};
 use serde_json::{json, Value};
 
 const NODE: &str = "iqn.2026-11.io.ferrite";
@@ -24,24 +24,6 @@ fn port(n: u16) -> String {
 
 fn portal(n: u16) -> String {
     format!("127.0.0.1:{}", port(n))
-}
-
-/// Asserts an rpc.py call failed with `code` and a message containing `needle`,
-/// and that the target still answers.
-fn refused(t: &Target, args: &[&str], code: i64, needle: &str) {
-    let out = t.rpc(args);
-    assert!(!out.ok(), "{args:?} should fail; got {}", out.stdout);
-    assert!(
-        out.stderr.contains(&format!("\"code\": {code},")),
-        "{args:?}: expected code {code} in {}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains(needle),
-        "{args:?}: expected '{needle}' in {}",
-        out.stderr
-    );
-    t.rpc_ok(&["iscsi_get_target_nodes"]);
 }
 
 /// Two malloc bdevs, auth group 1, portal groups 1 (public) and 2 (private,

@@ -6,27 +6,11 @@
 //! RPC succeeds (configurations replay anywhere), `srp_get_targets` says
 //! `"active": false` with the reason, and the target logs a warning naming it.
 
-use ferrite_tests::{scratch, Target};
+use ferrite_tests::{refused, scratch, Target};
 use serde_json::{json, Value};
 
 const ID_EXT: &str = "5254000000000001";
 const IOC_GUID: &str = "5254000000000002";
-
-fn refused(t: &Target, args: &[&str], code: i64, needle: &str) {
-    let out = t.rpc(args);
-    assert!(!out.ok(), "{args:?} should fail; got {}", out.stdout);
-    assert!(
-        out.stderr.contains(&format!("{code}")),
-        "{args:?}: expected code {code} in {}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains(needle),
-        "{args:?}: expected '{needle}' in {}",
-        out.stderr
-    );
-    t.rpc_ok(&["srp_get_targets"]);
-}
 
 fn rdma_present() -> bool {
     std::fs::read_dir("/sys/class/infiniband").is_ok_and(|mut d| d.next().is_some())

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{create_portal_group, require_tools, run};
-use ferrite_tests::{binary, repo_root, scratch, Target};
+use ferrite_tests::{binary, refused, repo_root, scratch, Target};
 use serde_json::{json, Value};
 
 fn sh(cmd: &str, args: &[&str]) -> String {
@@ -141,23 +141,6 @@ fn shm_file(tag: &str, bytes: u64) -> Sparse {
         PathBuf::from(format!("/dev/shm/ferrite-{tag}-{}", std::process::id())),
         bytes,
     )
-}
-
-/// Asserts an rpc.py call failed with `code` and said `needle`, and the target still answers.
-fn refused(t: &Target, args: &[&str], code: i64, needle: &str) {
-    let out = t.rpc(args);
-    assert!(!out.ok(), "{args:?} should fail; got {}", out.stdout);
-    assert!(
-        out.stderr.contains(&format!("\"code\": {code}")),
-        "{args:?}: expected code {code} in {}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains(needle),
-        "{args:?}: expected '{needle}' in {}",
-        out.stderr
-    );
-    t.rpc_ok(&["rpc_get_methods"]);
 }
 
 #[test]
