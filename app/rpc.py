@@ -254,6 +254,43 @@ def add_bdev_commands(sub):
                 build=lambda a: {"name": a.name})
     p.add_argument("name", help="uring bdev name")
 
+    # nvme
+    p = command(sub, "bdev_nvme_create",
+                "Create a bdev on an NVMe namespace through io_uring passthrough",
+                build=lambda a: compact(filename=a.filename, name=a.name,
+                                        block_size=a.block_size, uuid=a.uuid))
+    p.add_argument("filename", help="the namespace's generic char device, /dev/ngXnY")
+    p.add_argument("name", help="name of the bdev")
+    p.add_argument("block_size", type=int, nargs="?",
+                   help="block size in bytes; must be the namespace's (default: it)")
+    p.add_argument("-u", "--uuid", help="UUID of the bdev (default: the namespace's NGUID)")
+
+    p = command(sub, "bdev_nvme_delete", "Delete an nvme bdev",
+                build=lambda a: {"name": a.name})
+    p.add_argument("name", help="nvme bdev name")
+
+    p = command(sub, "bdev_nvme_send_cmd", "NVMe passthrough command (SPDK's parameters)",
+                build=lambda a: compact(name=a.name, cmd_type=a.cmd_type,
+                                        data_direction=a.data_direction, cmdbuf=a.cmdbuf,
+                                        data=a.data, metadata=a.metadata,
+                                        data_len=a.data_len, metadata_len=a.metadata_len,
+                                        timeout_ms=a.timeout_ms))
+    p.add_argument("-n", "--nvme-name", dest="name", required=True, help="nvme bdev name")
+    p.add_argument("-t", "--cmd-type", choices=["admin", "io"], required=True,
+                   help="admin (to the controller) or io (to the namespace)")
+    p.add_argument("-r", "--data-direction", choices=["c2h", "h2c"], required=True,
+                   help="c2h: data comes from the device; h2c: data goes to it")
+    p.add_argument("-c", "--cmdbuf", required=True,
+                   help="the 64-byte NVMe command, URL-safe base64")
+    p.add_argument("-d", "--data", help="data for an h2c command, URL-safe base64")
+    p.add_argument("-m", "--metadata", help="metadata (not supported by ferrite)")
+    p.add_argument("-D", "--data-length", dest="data_len", type=int,
+                   help="bytes of data a c2h command returns")
+    p.add_argument("-M", "--metadata-length", dest="metadata_len", type=int,
+                   help="bytes of metadata (not supported by ferrite)")
+    p.add_argument("-T", "--timeout-ms", dest="timeout_ms", type=int,
+                   help="command timeout in milliseconds (default: the kernel's)")
+
     # split
     p = command(sub, "bdev_split_create", "Split a bdev into split_count bdevs",
                 build=lambda a: compact(base_bdev=a.base_bdev, split_count=a.split_count,

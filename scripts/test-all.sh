@@ -55,16 +55,19 @@ step cargo-test cargo test --workspace --release
 # The RDMA layer's tests need RDMA, which the host lacks (there they are #[ignore]d): Debian
 # 12's kernel under QEMU runs them over soft-RoCE (test/vm/rdma-layer.sh, test/vm/README.md).
 # run.sh installs what the VM needs; a VM that cannot boot fails the step, never a skip.
-rdma_layer_in_vm() {
-    local bin
-    bin=$(cargo test -p ferrite-transport --release --test rdma_layer --no-run \
-        --message-format=json | python3 -c '
+# test_binary CRATE TEST: builds an integration test's binary (release) and prints its path.
+test_binary() {
+    cargo test -p "$1" --release --test "$2" --no-run --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") \
-            and m["target"]["name"] == "rdma_layer":
-        print(m["executable"])')
+            and m["target"]["name"] == sys.argv[1]:
+        print(m["executable"])' "$2"
+}
+rdma_layer_in_vm() {
+    local bin
+    bin=$(test_binary ferrite-transport rdma_layer)
     if [ -z "$bin" ]; then
         echo "the rdma_layer test binary was not built" >&2
         return 1
@@ -75,6 +78,19 @@ step vm-rdma-layer rdma_layer_in_vm
 # iSER end to end: Linux's initiator (iscsiadm -I iser) against the release ferrite-tgt in
 # the same VM (test/vm/iser.sh: login, fio verify, ext4 across logout/login).
 step vm-iser test/vm/run.sh --timeout 900 test/vm/iser.sh
+# The nvme bdev on QEMU's emulated NVMe namespace (test/vm/nvme.sh: bad input, identify
+# passthrough against nvme-cli, iSCSI fio verify, ferrite-perf verify, no allocation on the
+# I/O path with perf/tests/no_alloc.rs' ignored nvme test, hot removal).
+nvme_in_vm() {
+    local bin
+    bin=$(test_binary ferrite-perf no_alloc)
+    if [ -z "$bin" ]; then
+        echo "the no_alloc test binary was not built" >&2
+        return 1
+    fi
+    test/vm/run.sh --timeout 600 test/vm/nvme.sh "$bin"
+}
+step vm-nvme nvme_in_vm
 step rpc.py-unittest python3 -m unittest discover -s app -p 'test_*.py'
 
 # The VM tests (test/vm/README.md): Debian 12's kernel under QEMU/TCG runs the release

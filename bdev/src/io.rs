@@ -80,6 +80,8 @@ pub enum IoError {
     Unsupported,
     /// Compare found different data; `offset` is the first differing byte.
     Miscompare { offset: u64 },
+    /// The device's own compare found different data and does not say where.
+    DeviceMiscompare,
     /// No request slot or buffer was available: back-pressure, retry later.
     NoResources,
     /// The I/O was aborted (by a reset, or because the bdev went away).
@@ -97,6 +99,7 @@ impl fmt::Display for IoError {
             IoError::BadLength => write!(f, "data length does not match the block count"),
             IoError::Unsupported => write!(f, "I/O type not supported by this bdev"),
             IoError::Miscompare { offset } => write!(f, "miscompare at byte {offset}"),
+            IoError::DeviceMiscompare => write!(f, "miscompare"),
             IoError::NoResources => write!(f, "out of I/O resources"),
             IoError::Aborted => write!(f, "I/O aborted"),
             IoError::Removed => write!(f, "bdev removed"),

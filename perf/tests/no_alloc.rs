@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ferrite_bdev::modules::{malloc, uring};
+use ferrite_bdev::modules::{malloc, nvme, uring};
 use ferrite_perf::{run_on, Job, JobConfig, Workload};
 use ferrite_reactor::mem::{self, MemConfig};
 use ferrite_reactor::{Runtime, RuntimeConfig};
@@ -103,6 +103,23 @@ fn steady_state_io_on_uring_allocates_nothing() {
         .expect("uring bdev")
     });
     let _ = std::fs::remove_file(path);
+}
+
+/// The nvme bdev (io_uring NVMe passthrough). It needs an NVMe namespace, so it runs
+/// in the VM test bed: test/vm/nvme.sh runs it with FERRITE_NVME_DEV=/dev/ng0n1.
+#[test]
+#[ignore = "needs an NVMe namespace: FERRITE_NVME_DEV=/dev/ngXnY (test/vm/nvme.sh)"]
+fn nvme_io_path_allocates_nothing() {
+    let dev = std::env::var("FERRITE_NVME_DEV").expect("FERRITE_NVME_DEV=/dev/ngXnY");
+    steady_state_io_allocates_nothing(move || {
+        nvme::create(nvme::CreateParams {
+            name: "Nvme0".into(),
+            filename: dev,
+            block_size: None,
+            uuid: None,
+        })
+        .expect("nvme bdev")
+    });
 }
 
 fn steady_state_io_allocates_nothing(make_bdev: impl FnOnce() -> String + Send + 'static) {

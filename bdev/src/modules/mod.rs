@@ -3,8 +3,10 @@
 
 pub mod delay;
 pub mod error;
+mod iouring;
 pub mod malloc;
 pub mod null;
+pub mod nvme;
 pub mod split;
 pub mod uring;
 mod vbdev;
@@ -42,6 +44,17 @@ pub(crate) fn delete_of_module(
         },
         Err(e) => done(Err(e)),
     }
+}
+
+/// Checks a new bdev's name: not empty, not taken.
+pub(crate) fn check_new_name(name: &str) -> Result<(), BdevError> {
+    if name.is_empty() {
+        return Err(BdevError::Invalid("bdev name must not be empty".into()));
+    }
+    if crate::get(name).is_some() {
+        return Err(BdevError::Exists(format!("bdev {name} already exists")));
+    }
+    Ok(())
 }
 
 /// The first free name of the form `{prefix}{n}`.

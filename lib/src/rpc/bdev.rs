@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use ferrite_bdev::modules::{delay, error, malloc, null, split, uring};
+use ferrite_bdev::modules::{delay, error, malloc, null, nvme, split, uring};
 use ferrite_bdev::{self as bdev, Bdev, BdevError, IoType};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -134,6 +134,93 @@ fn iostat(b: &Bdev) -> Value {
     })
 }
 
+/// `bdev_nvme_send_cmd` parameters, SPDK's: the command as a 64-byte NVMe SQE
+/// and the data, both in URL-safe base64.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendCmdParams {
+    name: String,
+    /// `admin` or `io`.
+    cmd_type: String,
+    /// `c2h` (data comes from the device) or `h2c`.
+    data_direction: String,
+    cmdbuf: String,
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default)]
+    metadata: Option<String>,
+    #[serde(default)]
+    data_len: Option<u32>,
+    #[serde(default)]
+    metadata_len: Option<u32>,
+    #[serde(default)]
+    timeout_ms: Option<u32>,
+}
+
+/// URL-safe base64 as SPDK writes it (padded); padding optional on input.
+const B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+fn send_nvme_cmd(p: SendCmdParams) -> Result<Value, RpcError> {
+    use base64::Engine;
+    let invalid = |m: String| RpcError::from_errno(libc::EINVAL, m);
+    let queue = match p.cmd_type.as_str() {
+        "admin" => nvme::Queue::Admin,
+        "io" => nvme::Queue::Io,
+        t => return Err(invalid(format!("cmd_type {t:?} is neither admin nor io"))),
+    };
+    let to_device = match p.data_direction.as_str() {
+        "h2c" => true,
+        "c2h" => false,
+        d => {
+            return Err(invalid(format!(
+                "data_direction {d:?} is neither c2h nor h2c"
+            )))
+        }
+    };
+    if p.metadata.is_some() || p.metadata_len.unwrap_or(0) != 0 {
+        return Err(invalid("metadata is not supported by nvme bdevs".into()));
+    }
+    let cmd = B64
+        .decode(&p.cmdbuf)
+        .map_err(|e| invalid(format!("cmdbuf is not URL-safe base64: {e}")))?;
+    let sqe: [u8; 64] = cmd.try_into().map_err(|c: Vec<u8>| {
+        invalid(format!(
+            "cmdbuf is {} bytes; an NVMe command is 64",
+            c.len()
+        ))
+    })?;
+    let data = match &p.data {
+        Some(d) if to_device => B64
+            .decode(d)
+            .map_err(|e| invalid(format!("data is not URL-safe base64: {e}")))?,
+        Some(_) => {
+            return Err(invalid(
+                "data is for h2c commands; c2h takes data_len".into(),
+            ))
+        }
+        None => Vec::new(),
+    };
+    let data_len = p.data_len.unwrap_or(0) as usize;
+    let a = nvme::send_cmd(
+        &p.name,
+        queue,
+        &sqe,
+        to_device,
+        data,
+        data_len,
+        p.timeout_ms.unwrap_or(0),
+    )?;
+    let mut out = json!({ "cpl": B64.encode(a.cpl) });
+    if !to_device && data_len > 0 {
+        out["data"] = Value::String(B64.encode(&a.data));
+    }
+    Ok(out)
+}
+
 /// Registers every `bdev_*` method.
 pub fn register_bdev_methods(m: &mut Methods) {
     m.register("bdev_malloc_create", |p, resp| {
@@ -175,6 +262,23 @@ pub fn register_bdev_methods(m: &mut Methods) {
     m.register("bdev_uring_rescan", |p, resp| {
         if let Some((p, resp)) = params::<uring::NameParams>(p, resp) {
             answer(resp, uring::rescan(&p.name));
+        }
+    });
+    m.register("bdev_nvme_create", |p, resp| {
+        if let Some((p, resp)) = params::<nvme::CreateParams>(p, resp) {
+            answer(resp, nvme::create(p));
+        }
+    });
+    m.register("bdev_nvme_delete", |p, resp| {
+        if let Some((p, resp)) = params::<nvme::NameParams>(p, resp) {
+            if let Some(resp) = not_exported([p.name.as_str()], resp) {
+                nvme::delete(&p.name, delete_answer(resp));
+            }
+        }
+    });
+    m.register("bdev_nvme_send_cmd", |p, resp| {
+        if let Some((p, resp)) = params::<SendCmdParams>(p, resp) {
+            resp.reply(send_nvme_cmd(p));
         }
     });
     m.register("bdev_split_create", |p, resp| {

@@ -255,11 +255,24 @@ pub(crate) fn sense_for(e: IoError, write: bool) -> Sense {
             Sense::new(key::MISCOMPARE, asc::MISCOMPARE_DURING_VERIFY)
                 .with_information(offset.min(u32::MAX as u64) as u32)
         }
+        // No INFORMATION: the device did not say which byte differs.
+        IoError::DeviceMiscompare => Sense::new(key::MISCOMPARE, asc::MISCOMPARE_DURING_VERIFY),
         IoError::Unsupported | IoError::BadLength => {
             Sense::new(key::ILLEGAL_REQUEST, asc::INVALID_FIELD_IN_CDB)
         }
         IoError::Aborted | IoError::NoResources | IoError::Removed => {
             Sense::new(key::ABORTED_COMMAND, asc::NO_ADDITIONAL_SENSE)
+        }
+        // The device went away (an NVMe namespace removed under us).
+        IoError::Device(libc::ENODEV | libc::ENXIO) => {
+            Sense::new(key::NOT_READY, asc::MEDIUM_NOT_PRESENT)
+        }
+        IoError::Device(libc::EROFS | libc::EACCES) if write => {
+            Sense::new(key::DATA_PROTECT, asc::WRITE_PROTECTED)
+        }
+        // A protection information check failed.
+        IoError::Device(libc::EILSEQ) => {
+            Sense::new(key::ABORTED_COMMAND, asc::LOGICAL_BLOCK_GUARD_CHECK_FAILED)
         }
         IoError::Device(_) if write => Sense::new(key::MEDIUM_ERROR, asc::WRITE_ERROR),
         IoError::Device(_) => Sense::new(key::MEDIUM_ERROR, asc::UNRECOVERED_READ_ERROR),
@@ -278,4 +291,49 @@ pub(crate) fn mode_parameters_changed(port: &ScsiPort, lun: &Arc<Lun>) {
 /// or deferred error), taken off the queue. `None` answers NO SENSE.
 pub(crate) fn take_pending_sense(port: &mut ScsiPort, lun: &Arc<Lun>) -> Option<Sense> {
     super::ua::take_pending_sense(port, lun)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_errors_map_to_their_sense() {
+        let s = |e, w| {
+            let s = sense_for(e, w);
+            (s.key(), s.asc_ascq(), s.information())
+        };
+        assert_eq!(
+            s(IoError::DeviceMiscompare, false),
+            (key::MISCOMPARE, asc::MISCOMPARE_DURING_VERIFY, None)
+        );
+        assert_eq!(
+            s(IoError::Miscompare { offset: 7 }, true),
+            (key::MISCOMPARE, asc::MISCOMPARE_DURING_VERIFY, Some(7))
+        );
+        assert_eq!(
+            s(IoError::Device(libc::ENODEV), false),
+            (key::NOT_READY, asc::MEDIUM_NOT_PRESENT, None)
+        );
+        assert_eq!(
+            s(IoError::Device(libc::EROFS), true),
+            (key::DATA_PROTECT, asc::WRITE_PROTECTED, None)
+        );
+        assert_eq!(
+            s(IoError::Device(libc::EILSEQ), false),
+            (
+                key::ABORTED_COMMAND,
+                asc::LOGICAL_BLOCK_GUARD_CHECK_FAILED,
+                None
+            )
+        );
+        assert_eq!(
+            s(IoError::Device(libc::EIO), true),
+            (key::MEDIUM_ERROR, asc::WRITE_ERROR, None)
+        );
+        assert_eq!(
+            s(IoError::Device(libc::EIO), false),
+            (key::MEDIUM_ERROR, asc::UNRECOVERED_READ_ERROR, None)
+        );
+    }
 }

@@ -28,6 +28,7 @@ pub mod asc {
     pub const WRITE_ERROR: u16 = 0x0c00;
     pub const COPY_TARGET_DEVICE_NOT_REACHABLE: u16 = 0x0d02;
     pub const INVALID_FIELD_IN_INFORMATION_UNIT: u16 = 0x0e03;
+    pub const LOGICAL_BLOCK_GUARD_CHECK_FAILED: u16 = 0x1001;
     pub const UNRECOVERED_READ_ERROR: u16 = 0x1100;
     pub const PARAMETER_LIST_LENGTH_ERROR: u16 = 0x1a00;
     pub const MISCOMPARE_DURING_VERIFY: u16 = 0x1d00;

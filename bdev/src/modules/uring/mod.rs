@@ -61,12 +61,7 @@ struct Uring {
 
 /// Makes a uring bdev on `filename`; returns its name.
 pub fn create(p: CreateParams) -> Result<String, BdevError> {
-    if p.name.is_empty() {
-        return Err(BdevError::Invalid("bdev name must not be empty".into()));
-    }
-    if crate::get(&p.name).is_some() {
-        return Err(BdevError::Exists(format!("bdev {} already exists", p.name)));
-    }
+    super::check_new_name(&p.name)?;
     let path = PathBuf::from(&p.filename);
     let kind = file::kind(&path).map_err(BdevError::Invalid)?;
     let block_size = match (kind, p.block_size) {

@@ -23,12 +23,12 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
-use ferrite_reactor::{self as reactor, mem, Poll};
+use ferrite_reactor::{self as reactor, Poll};
 use io_uring::{opcode, types, IoUring};
 use slab::Slab;
 
+use crate::modules::iouring;
 use crate::{BdevIo, IoError, IoStatus, IoType};
 
 /// SQEs in flight per ring, at most; more I/O waits in the ring's queue. The SQ
@@ -37,13 +37,6 @@ const SQ_ENTRIES: u32 = 4096;
 const CQ_ENTRIES: u32 = 2 * SQ_ENTRIES;
 /// Registered file slots per ring (two per uring bdev with a channel here).
 const FILE_SLOTS: u32 = 1024;
-/// The kernel takes at most 1 GiB per registered buffer: the arena's I/O region
-/// is registered in pieces of this size, piece `i` as buffer index `i`.
-const FIXED_PIECE: usize = 1 << 30;
-/// CQEs taken per reap pass.
-const REAP_BATCH: usize = 256;
-/// How long a dying ring waits for the kernel to finish what it still holds.
-const DRAIN_ON_DROP: Duration = Duration::from_secs(10);
 
 /// What to do with an I/O's range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +67,7 @@ struct Inner {
     uring: IoUring,
     /// The arena's I/O region is registered as fixed buffers.
     fixed_buffers: bool,
-    free_files: Vec<u32>,
+    files: iouring::Files,
     pending: Slab<Pending>,
     /// I/O that would have taken the ring past [`SQ_ENTRIES`] SQEs in flight.
     waiting: VecDeque<(FileSlot, BdevIo, Op)>,
@@ -146,35 +139,9 @@ fn unpack(ud: u64) -> (usize, usize, u32) {
 
 impl Ring {
     fn new(sqpoll: bool) -> io::Result<Ring> {
-        let mut b = IoUring::builder();
-        b.setup_cqsize(CQ_ENTRIES).setup_submit_all();
-        if sqpoll {
-            // The kernel thread polls the SQ for a second after the last
-            // submission before it sleeps and needs a wake-up.
-            b.setup_sqpoll(1000);
-        } else {
-            // Completions are posted when this thread next enters the kernel
-            // (the TASKRUN flag says when it should), not by an interrupt
-            // that preempts the reactor; a sleeping reactor is still woken.
-            b.setup_coop_taskrun()
-                .setup_taskrun_flag()
-                .setup_single_issuer();
-        }
-        let uring = match b.build(SQ_ENTRIES) {
-            Ok(u) => u,
-            // An older kernel without some of the flags: a plain ring.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                let mut b = IoUring::builder();
-                b.setup_cqsize(CQ_ENTRIES);
-                if sqpoll {
-                    b.setup_sqpoll(1000);
-                }
-                b.build(SQ_ENTRIES)?
-            }
-            Err(e) => return Err(e),
-        };
-        uring.submitter().register_files_sparse(FILE_SLOTS)?;
-        let fixed_buffers = match register_arena(&uring) {
+        let uring: IoUring = iouring::build(SQ_ENTRIES, CQ_ENTRIES, sqpoll)?;
+        let files = iouring::Files::new(&uring, FILE_SLOTS)?;
+        let fixed_buffers = match iouring::register_arena(&uring) {
             Ok(()) => true,
             Err(e) => {
                 if !WARNED_FIXED.with(|w| w.replace(true)) {
@@ -190,7 +157,7 @@ impl Ring {
             inner: RefCell::new(Inner {
                 uring,
                 fixed_buffers,
-                free_files: (0..FILE_SLOTS).rev().collect(),
+                files,
                 pending: Slab::with_capacity(SQ_ENTRIES as usize),
                 waiting: VecDeque::with_capacity(SQ_ENTRIES as usize),
                 in_flight: 0,
@@ -207,26 +174,14 @@ impl Ring {
     /// Registers `fd` with the ring. The ring holds its own reference to the
     /// file; the caller may close `fd` after [`remove_file`](Self::remove_file).
     pub(crate) fn add_file(&self, fd: RawFd) -> io::Result<FileSlot> {
-        let mut inner = self.inner.borrow_mut();
-        let slot = inner
-            .free_files
-            .pop()
-            .ok_or_else(|| io::Error::other("no free io_uring file slot on this reactor"))?;
-        if let Err(e) = inner.uring.submitter().register_files_update(slot, &[fd]) {
-            inner.free_files.push(slot);
-            return Err(e);
-        }
-        Ok(FileSlot(slot))
+        let inner = &mut *self.inner.borrow_mut();
+        inner.files.add(&inner.uring, fd).map(FileSlot)
     }
 
     /// Unregisters a file. SQEs still in flight keep the file open in the kernel.
     pub(crate) fn remove_file(&self, file: FileSlot) {
-        let mut inner = self.inner.borrow_mut();
-        if let Err(e) = inner.uring.submitter().register_files_update(file.0, &[-1]) {
-            tracing::error!("io_uring: unregistering file slot {}: {e}", file.0);
-            return;
-        }
-        inner.free_files.push(file.0);
+        let inner = &mut *self.inner.borrow_mut();
+        inner.files.remove(&inner.uring, file.0);
     }
 
     /// Starts `io` on `file`: `op` over the I/O's range. It completes from the
@@ -245,21 +200,8 @@ impl Ring {
     /// run, then the completions.
     fn poll(&self) -> Poll {
         let mut inner = self.inner.borrow_mut();
-        let mut busy = false;
-        if inner.unsubmitted > 0 || (inner.in_flight > 0 && inner.uring.submission().taskrun()) {
-            busy |= inner.unsubmitted > 0;
-            match inner.uring.submit() {
-                Ok(_) => inner.unsubmitted = 0,
-                // The kernel is short of something (CQ overflow backlog,
-                // memory): the SQEs stay queued; try again next loop.
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EAGAIN | libc::EBUSY | libc::EINTR)
-                    ) => {}
-                Err(e) => tracing::error!("io_uring_enter: {e}"),
-            }
-        }
+        let inner = &mut *inner;
+        let mut busy = iouring::enter(&mut inner.uring, &mut inner.unsubmitted, inner.in_flight);
         busy |= inner.reap();
         busy |= inner.start_waiting();
         Poll::from_work(busy)
@@ -324,7 +266,6 @@ impl Inner {
     /// byte `done` of that buffer on.
     fn push_rw(&mut self, index: usize, seg: usize, done: u32) {
         let fixed = self.fixed_buffers;
-        let (io_base, _) = mem::arena().io_region();
         let p = &self.pending[index];
         let (op, file, offset) = (p.op, p.file, p.offset);
         let (addr, len, at) = p.io.with_request(|r| {
@@ -336,11 +277,9 @@ impl Inner {
             let addr = buf[done as usize..].as_mut_ptr();
             (addr, len, offset + before + done as u64)
         });
-        // The fixed buffer holding [addr, addr + len), if one does whole.
-        let arena_off = addr as usize - io_base as usize;
-        let piece = arena_off / FIXED_PIECE;
-        let buf_index = (fixed && arena_off % FIXED_PIECE + len as usize <= FIXED_PIECE)
-            .then_some(piece as u16);
+        let buf_index = fixed
+            .then(|| iouring::fixed_index(addr, len as usize))
+            .flatten();
         let fd = types::Fixed(file.0);
         let sqe = match (op, buf_index) {
             (Op::Read, Some(bi)) => opcode::ReadFixed::new(fd, addr, len, bi).offset(at).build(),
@@ -379,16 +318,9 @@ impl Inner {
     /// came.
     fn reap(&mut self) -> bool {
         let mut any = false;
+        let mut batch = [(0u64, 0i32); iouring::REAP_BATCH];
         loop {
-            let mut batch = [(0u64, 0i32); REAP_BATCH];
-            let mut n = 0;
-            for cqe in self.uring.completion() {
-                batch[n] = (cqe.user_data(), cqe.result());
-                n += 1;
-                if n == REAP_BATCH {
-                    break;
-                }
-            }
+            let n = iouring::take_completions(&mut self.uring, &mut batch);
             if n == 0 {
                 return any;
             }
@@ -466,43 +398,12 @@ impl Inner {
     }
 }
 
-/// Registers the arena's I/O region as fixed buffers, in pieces of at most
-/// [`FIXED_PIECE`] bytes.
-fn register_arena(uring: &IoUring) -> io::Result<()> {
-    let (base, len) = mem::arena().io_region();
-    let iovecs: Vec<libc::iovec> = (0..len)
-        .step_by(FIXED_PIECE)
-        .map(|at| libc::iovec {
-            // In bounds: at < len.
-            iov_base: base.wrapping_add(at) as *mut libc::c_void,
-            iov_len: (len - at).min(FIXED_PIECE),
-        })
-        .collect();
-    if iovecs.len() > u16::MAX as usize {
-        return Err(io::Error::other(
-            "the buffer arena is too large to register",
-        ));
-    }
-    // SAFETY: the iovecs cover the arena's I/O region, which is mapped
-    // read-write for the life of the process, so the kernel's pinned pages stay
-    // valid as long as the ring that holds them.
-    unsafe { uring.submitter().register_buffers(&iovecs) }
-}
-
 impl Drop for Inner {
     fn drop(&mut self) {
         // The kernel may still write into buffers of I/O in flight (a reactor
         // stopping with I/O outstanding): wait for it before those buffers go
         // back to the pool. The I/O are not completed: the reactor is gone.
-        let deadline = Instant::now() + DRAIN_ON_DROP;
-        while self.in_flight > 0 && Instant::now() < deadline {
-            let _ = self.uring.submit();
-            let n = self.uring.completion().count();
-            self.in_flight = self.in_flight.saturating_sub(n);
-            if n == 0 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
+        self.in_flight = iouring::drain(&mut self.uring, self.in_flight);
         if self.in_flight > 0 {
             tracing::error!(
                 "io_uring: {} SQEs still in flight at shutdown; leaking their buffers",
