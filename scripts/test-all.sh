@@ -91,6 +91,10 @@ nvme_in_vm() {
     test/vm/run.sh --timeout 600 test/vm/nvme.sh "$bin"
 }
 step vm-nvme nvme_in_vm
+# SRP end to end: Linux's ib_srp against the release ferrite-tgt in the same VM
+# (test/vm/srp.sh: identity, fio verify with 2 and 1 channels, ext4 across a new login,
+# refused logins, the link down during I/O, SRP_T_LOGOUT at shutdown).
+step vm-srp test/vm/run.sh --timeout 900 test/vm/srp.sh
 step rpc.py-unittest python3 -m unittest discover -s app -p 'test_*.py'
 
 # The VM tests (test/vm/README.md): Debian 12's kernel under QEMU/TCG runs the release

@@ -194,6 +194,8 @@ impl Startup {
             failure: self.failure,
         });
         TARGET.with(|t| *t.borrow_mut() = Some(target.clone()));
+        // iSER and SRP connections share each reactor's receive queue.
+        ferrite_transport::rdma::configure(ferrite_transport::rdma_config());
         // The iSCSI transport listens on the portals the config creates.
         if let Err(e) = ferrite_transport::iscsi::service::start() {
             return target.fail(format!("cannot start the iSCSI transport: {e}"));

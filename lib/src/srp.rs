@@ -171,6 +171,11 @@ pub trait SrpHooks: Send + Sync {
     fn channels(&self) -> Vec<Value> {
         Vec::new()
     }
+    /// Shutdown, after every target was deleted: `done` once their channels
+    /// have ended (or a grace period passed).
+    fn shutdown(&self, done: FiniDone) {
+        done()
+    }
 }
 
 /// The SRP targets of a process.
@@ -593,7 +598,10 @@ impl Subsystem for SrpSubsystem {
 
     fn fini(&self, done: FiniDone) {
         self.model.clear();
-        done();
+        match self.model.hooks() {
+            Some(h) => h.shutdown(done),
+            None => done(),
+        }
     }
 }
 

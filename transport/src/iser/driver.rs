@@ -145,9 +145,21 @@ impl IserHandler {
 }
 
 impl rdma::Handler for IserHandler {
-    fn recv(&self, _c: &rdma::Conn, msg: rdma::Recv) {
+    fn recv(&self, c: &rdma::Conn, msg: rdma::Recv) {
         if let Some(conn) = self.conn() {
-            conn.iser_recv(msg.buf);
+            // The link takes whole messages: with two-part receives (which
+            // SRP needs, see `crate::rdma_config`) the part behind the
+            // header is copied back behind it.
+            match msg.into_single() {
+                Some(buf) => conn.iser_recv(buf),
+                None => {
+                    tracing::info!(
+                        "iSER conn {}: message larger than a receive buffer",
+                        conn.id
+                    );
+                    c.disconnect();
+                }
+            }
         }
     }
 

@@ -207,6 +207,27 @@ pub struct Recv {
     pub imm: Option<u32>,
 }
 
+impl Recv {
+    /// The whole message in one buffer. In two-part mode the data part is
+    /// copied behind the header part, into the header buffer's spare room
+    /// (an arena buffer holds [`SMALL_BUF_SIZE`](ferrite_reactor::mem::SMALL_BUF_SIZE)
+    /// bytes at least); `None` when the message does not fit there.
+    pub fn into_single(self) -> Option<Buffer> {
+        let mut buf = self.buf;
+        let Some(data) = self.data else {
+            return Some(buf);
+        };
+        let head = buf.len();
+        let total = head + data.len();
+        if total > buf.capacity() {
+            return None;
+        }
+        buf.set_len(total);
+        buf[head..].copy_from_slice(&data);
+        Some(buf)
+    }
+}
+
 /// What a successful work request was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Done {

@@ -111,8 +111,12 @@ pub trait ChannelIo {
     /// (as long as they are together); answers [`Event::DataDone`].
     fn read(&mut self, slot: u16, remote: &[Desc], local: &mut TaskData);
     /// RDMA WRITEs the first `len` bytes of `local` to the initiator's
-    /// `remote` ranges, in order; answers [`Event::DataDone`].
-    fn write(&mut self, slot: u16, local: &TaskData, len: usize, remote: &[Desc]);
+    /// `remote` ranges, in order; answers [`Event::DataDone`]. The mover may
+    /// swap `local` for an empty `TaskData` of the same capacity and keep the
+    /// buffers until its WRITEs complete: it may answer as soon as they are
+    /// posted, since the SRP_RSP sent next goes out behind them on the same
+    /// queue pair.
+    fn write(&mut self, slot: u16, local: &mut TaskData, len: usize, remote: &[Desc]);
     /// Hands `task` to the SCSI layer; answers [`Event::TaskDone`].
     fn execute(&mut self, slot: u16, task: Task);
     /// Runs a task management function on LUN `lun` at the SCSI layer;
@@ -686,8 +690,6 @@ impl Channel {
                 if s.aborted {
                     return self.free_slot(i);
                 }
-                let n = s.task.as_ref().map_or(0, |t| t.data.len() as u64);
-                self.stats.bytes_read += n.min(s.expected);
                 self.respond(i, io);
             }
             _ => {}
@@ -703,11 +705,12 @@ impl Channel {
         if s.aborted {
             return self.free_slot(i);
         }
-        let task = s.task.as_ref().expect("just put back");
+        let task = s.task.as_mut().expect("just put back");
         let len = task.data.len().min(s.expected as usize);
         if !s.write && len > 0 && !s.descs.is_empty() {
             s.state = SlotState::WritingData;
-            io.write(i, &task.data, len, &s.descs);
+            io.write(i, &mut task.data, len, &s.descs);
+            self.stats.bytes_read += len as u64;
             return;
         }
         self.respond(i, io);

@@ -20,6 +20,7 @@
 //! a reject's the SRP_LOGIN_REJ.
 
 pub mod channel;
+pub mod driver;
 pub mod iu;
 pub mod login;
 pub mod service;

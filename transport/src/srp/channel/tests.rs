@@ -93,7 +93,7 @@ impl ChannelIo for Fake {
         self.pending.push(Pending::Data(slot, ok));
     }
 
-    fn write(&mut self, slot: u16, local: &TaskData, len: usize, remote: &[Desc]) {
+    fn write(&mut self, slot: u16, local: &mut TaskData, len: usize, remote: &[Desc]) {
         let mut at = 0;
         let mut ok = true;
         for d in remote {
