@@ -600,18 +600,29 @@ fn dispatch(g: &Group, q: &Queues, wc: &sys::Wc) {
                 return;
             };
             q.empty.borrow_mut().push(slot);
+            let key = q.qps.borrow().get(&wc.qp_num()).copied();
             if wc.status() != sys::WC_SUCCESS {
-                // Receives flush only when the SRQ itself fails.
-                tracing::debug!(
-                    "RDMA receive failed: {}",
-                    WcError {
-                        status: wc.status(),
-                        vendor_err: wc.vendor_err()
+                let e = WcError {
+                    status: wc.status(),
+                    vendor_err: wc.vendor_err(),
+                };
+                // A receive fails for one QP (a SEND longer than the buffer,
+                // an invalidation of a key that cannot be invalidated...),
+                // and that QP is then in error: close its connection, which
+                // nothing else would tell. Flushes come from closing ones.
+                match key.and_then(|k| g.conn(k)) {
+                    Some(c) if !e.is_flush() => {
+                        tracing::warn!(
+                            "RDMA conn {} ({:?}): receive failed: {e}",
+                            c.serial,
+                            c.peer.get()
+                        );
+                        begin_close(&c, CloseReason::Error);
                     }
-                );
+                    _ => tracing::debug!("RDMA receive failed: {e}"),
+                }
                 return;
             }
-            let key = q.qps.borrow().get(&wc.qp_num()).copied();
             let Some(c) = key.and_then(|k| g.conn(k)) else {
                 return;
             };

@@ -248,8 +248,13 @@ impl EventChannel {
                     .map(|l| (*l.as_ptr()).context as u64)
                     .unwrap_or(0),
                 private_data,
-                initiator_depth: conn.initiator_depth,
-                responder_resources: conn.responder_resources,
+                // The kernel's IB CM hands these over from our side's view
+                // (its `cm_format_req_event` and `cm_format_rep_event` swap the
+                // wire fields): `conn.responder_resources` is the peer's
+                // initiator depth and `conn.initiator_depth` the peer's
+                // responder resources. CmEvent holds the peer's own values.
+                initiator_depth: conn.responder_resources,
+                responder_resources: conn.initiator_depth,
                 new_id,
             }
         };
@@ -317,7 +322,9 @@ pub struct CmEvent {
     /// The peer's private data (connect request, response, established,
     /// rejected), as long as the CM delivered it (often zero-padded).
     pub private_data: ArrayVec<u8, MAX_PRIVATE_DATA>,
-    /// The peer's connection parameters (connect request, established).
+    /// The peer's connection parameters (connect request, established), as
+    /// the peer set them: the RDMA READs it will have outstanding against us,
+    /// and the ones it lets us have outstanding against it.
     pub initiator_depth: u8,
     pub responder_resources: u8,
     /// For a connect request: the new id, now the caller's.
