@@ -183,6 +183,7 @@ def add_rpc_commands(sub):
 def add_framework_commands(sub):
     command(sub, "framework_get_reactors", "Show the reactors and their pollers")
     command(sub, "framework_shutdown", "Stop the target")
+    command(sub, "rdma_get_stats", "Show the RDMA layer's CM ids, queue pairs and per-reactor queues")
 
     def save_config(client, args):
         config = client.call("save_config")

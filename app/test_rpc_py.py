@@ -142,6 +142,7 @@ class RpcPyTest(unittest.TestCase):
              {"current": True, "include_aliases": True}),
             (["framework_get_reactors"], "framework_get_reactors", None),
             (["framework_shutdown"], "framework_shutdown", None),
+            (["rdma_get_stats"], "rdma_get_stats", None),
             (["bdev_malloc_create", "-b", "Malloc1", "64", "512"], "bdev_malloc_create",
              {"name": "Malloc1", "num_blocks": 131072, "block_size": 512}),
             (["bdev_malloc_create", "0.5", "4096", "-u", "1b4e28ba-2fa1-11d2-883f-0016d3cca427"],

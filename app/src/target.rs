@@ -120,6 +120,7 @@ fn registries() -> (Arc<Methods>, Arc<Subsystems>) {
     register_bdev_methods(&mut methods);
     register_iscsi_methods(&mut methods);
     register_srp_methods(&mut methods);
+    crate::rdma_rpc::register_rdma_methods(&mut methods);
     (Arc::new(methods), subsystems)
 }
 

@@ -212,6 +212,14 @@ fn serves_rpc_refuses_a_second_instance_and_shuts_down_by_rpc() {
     let pollers = reactors[0]["pollers"].as_array().unwrap();
     assert!(pollers.iter().any(|p| p["name"] == "rpc"), "{pollers:?}");
 
+    // No RDMA connection here (nor, on the host, any RDMA device): all zeros,
+    // one entry per reactor.
+    let rdma = client.result("rdma_get_stats", None);
+    assert_eq!(rdma["qps"], 0, "{rdma}");
+    assert_eq!(rdma["cm_ids"], 0, "{rdma}");
+    assert_eq!(rdma["reactors"].as_array().unwrap().len(), 1, "{rdma}");
+    assert_eq!(rdma["reactors"][0]["conns"], 0, "{rdma}");
+
     let (code, message) = error_of(&client.call("bdev_nope_create", None));
     assert_eq!(code, -32601);
     assert!(message.contains("bdev_nope_create"), "{message}");
