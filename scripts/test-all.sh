@@ -75,9 +75,19 @@ rdma_layer_in_vm() {
     test/vm/run.sh --timeout 900 test/vm/rdma-layer.sh "$bin"
 }
 step vm-rdma-layer rdma_layer_in_vm
-# iSER end to end: Linux's initiator (iscsiadm -I iser) against the release ferrite-tgt in
-# the same VM (test/vm/iser.sh: login, fio verify, ext4 across logout/login).
-step vm-iser test/vm/run.sh --timeout 900 test/vm/iser.sh
+# iSER end to end: Linux's initiator (iscsiadm -I iser) and libiscsi against the release
+# ferrite-tgt in the same VM (test/vm/iser.sh: login, fio verify, ext4 across logout/login,
+# two sessions, a raw verbs peer sending bad input, an outage during I/O).
+iser_in_vm() {
+    local bin
+    bin=$(test_binary ferrite-transport iser_peer)
+    if [ -z "$bin" ]; then
+        echo "the iser_peer test binary was not built" >&2
+        return 1
+    fi
+    test/vm/run.sh --timeout 900 test/vm/iser.sh --peer-bin "$bin"
+}
+step vm-iser iser_in_vm
 # The nvme bdev on QEMU's emulated NVMe namespace (test/vm/nvme.sh: bad input, identify
 # passthrough against nvme-cli, iSCSI fio verify, ferrite-perf verify, no allocation on the
 # I/O path with perf/tests/no_alloc.rs' ignored nvme test, hot removal).

@@ -2,23 +2,57 @@
 # Guest script: Linux's iSER initiator (open-iscsi -I iser, ib_iser over soft-RoCE rxe0)
 # against ferrite-tgt in the same VM. Run it with
 #
-#   test/vm/run.sh --timeout 900 test/vm/iser.sh
+#   cargo test -p ferrite-transport --release --test iser_peer --no-run
+#   test/vm/run.sh --timeout 900 test/vm/iser.sh [--peer-bin BIN]
 #
-# ferrite-tgt (the host's release build) serves a 256 MiB malloc LUN on an iSER portal at
-# 169.254.77.1:3260 (rxe0's address), one reactor. Checks, each failing the script:
+# ferrite-tgt (the host's release build) serves two malloc LUNs (256 and 64 MiB), each LUN 0
+# of its own target node, on one iSER portal at 169.254.77.1:3260 (rxe0's address), one
+# reactor. Checks, each failing the script:
 #   1. discovery and login over iSER; /dev/sdX of the LUN's size; iscsi_get_connections
 #      says "iser";
 #   2. fio verify (randrw, 4 KiB-1 MiB, QD32, crc32c, O_DIRECT): reads by RDMA WRITE,
 #      writes by immediate data and RDMA READ;
 #   3. ext4: files and sha256 sums, unmount, logout, login again, the sums match;
-#   4. a clean logout and shutdown, no I/O error in the kernel's log.
+#   4. two sessions at once (the second target node): fio verify on both together;
+#   5. libiscsi over iser:// URLs (Debian's libiscsi links rdma-core): iscsi-inq and
+#      iscsi-readcapacity16 against the first target node;
+#   6. bad input from a raw verbs peer (transport/tests/iser_peer.rs, BIN: default the
+#      newest target/release/deps/iser_peer-*) while fio verify runs on the second session:
+#      a connect request allowing no RDMA READ is rejected, odd CM flags accepted, Hello
+#      answered, four malformed messages and two bad STags each end their connection, an
+#      initiator SIGKILLed with 1 MiB writes being read leaves the target serving; fio verify
+#      rounds on the second session pass meanwhile; then rdma_get_stats is back to the two
+#      kernel sessions' QPs (no leaked QP, connection or receive slot);
+#   7. an outage during I/O (no link can be taken down on this bed: see the section): a
+#      rate-capped fio verify job (randrw) on each session; ferrite-tgt stopped (SIGSTOP)
+#      for 15 s in the middle, then continued. The initiator drops its connections and logs
+#      in again (the kernel logs a connection error), fio verifies every block written,
+#      before, during and after the outage, and the QPs of the dead connections are gone
+#      (rdma_get_stats back to two);
+#   8. a clean logout and shutdown, no I/O error in the kernel's log.
 set -euo pipefail
 # shellcheck shell=bash source=test/vm/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+PEER_BIN=
+while [ "$#" -gt 0 ]; do
+    case $1 in
+    --peer-bin) PEER_BIN=$2; shift 2 ;;
+    *) fail "unknown argument $1" ;;
+    esac
+done
+if [ -z "$PEER_BIN" ]; then
+    PEER_BIN=$(find "$VM_REPO/target/release/deps" -maxdepth 1 -type f -executable \
+        -name 'iser_peer-*' -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -n 1 | cut -d' ' -f2-)
+fi
+[ -x "${PEER_BIN:-}" ] ||
+    fail "no iser_peer test binary (cargo test -p ferrite-transport --release --test iser_peer --no-run)"
+
 PORTAL=169.254.77.1:3260
 IQN=iqn.2026-11.io.ferrite:vm-iser
+IQN2=iqn.2026-11.io.ferrite:vm-iser2
 LUN_MIB=256
+LUN2_MIB=64
 export ISCSI_IFACE=iser
 
 config=$VM_WORK/ferrite-iser.json
@@ -26,7 +60,9 @@ cat >"$config" <<JSON
 {"subsystems": [
   {"subsystem": "bdev", "config": [
     {"method": "bdev_malloc_create",
-     "params": {"name": "Malloc0", "num_blocks": $((LUN_MIB * 2048)), "block_size": 512}}]},
+     "params": {"name": "Malloc0", "num_blocks": $((LUN_MIB * 2048)), "block_size": 512}},
+    {"method": "bdev_malloc_create",
+     "params": {"name": "Malloc1", "num_blocks": $((LUN2_MIB * 2048)), "block_size": 512}}]},
   {"subsystem": "iscsi", "config": [
     {"method": "iscsi_create_portal_group",
      "params": {"tag": 1, "portals": [{"host": "${PORTAL%:*}", "port": "${PORTAL#*:}", "iser": true}]}},
@@ -34,7 +70,10 @@ cat >"$config" <<JSON
      "params": {"tag": 1, "initiators": ["ANY"], "netmasks": ["ANY"]}},
     {"method": "iscsi_create_target_node",
      "params": {"name": "$IQN", "alias_name": "ferrite iser", "pg_ig_maps": [{"pg_tag": 1, "ig_tag": 1}],
-                "luns": [{"bdev_name": "Malloc0", "lun_id": 0}], "queue_depth": 64, "disable_chap": true}}]}
+                "luns": [{"bdev_name": "Malloc0", "lun_id": 0}], "queue_depth": 64, "disable_chap": true}},
+    {"method": "iscsi_create_target_node",
+     "params": {"name": "$IQN2", "alias_name": "ferrite iser 2", "pg_ig_maps": [{"pg_tag": 1, "ig_tag": 1}],
+                "luns": [{"bdev_name": "Malloc1", "lun_id": 0}], "queue_depth": 64, "disable_chap": true}}]}
 ]}
 JSON
 
@@ -62,9 +101,103 @@ dev=$(iscsi_disk "$IQN")
 say "logged in again: /dev/$dev"
 ext4_check "$dev" "$VM_WORK/mnt" "$VM_WORK/ext4.sums"
 
-# --- 4. the end -------------------------------------------------------------------------
+# rdma_settled QPS: waits (up to 30 s) until rdma_get_stats shows QPS queue pairs and as
+# many connections, none closing and every receive slot refilled; fails otherwise.
+rdma_settled() {
+    local want=$1 i got
+    for i in $(seq 30); do
+        got=$(ferrite_rpc rdma_get_stats | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+r = s["reactors"]
+print(s["qps"], *(sum(x[f] for x in r) for f in ("conns", "closing", "empty_recv_slots")))')
+        [ "$got" = "$want $want 0 0" ] && break
+        sleep 1
+    done
+    expect_eq "rdma_get_stats: QPs, connections, closing, empty receive slots" "$got" "$want $want 0 0"
+}
+
+# --- 4. two sessions at once --------------------------------------------------------------
+iscsi_login "$PORTAL" "$IQN2"
+dev2=$(iscsi_disk "$IQN2")
+say "second session, to $IQN2: /dev/$dev2"
+expect_eq "size of /dev/$dev2" "$(lsblk -bdno SIZE "/dev/$dev2")" "$((LUN2_MIB * 1024 * 1024))"
+expect_eq "iSER connections listed" "$(ferrite_rpc iscsi_get_connections | grep -c '"transport": "iser"')" 2
+FIO_VERIFY_SIZE=32M fio_verify "$dev2" two-b --iodepth=32 &
+two_b=$!
+FIO_VERIFY_SIZE=32M fio_verify "$dev" two-a --iodepth=32
+wait "$two_b" || fail "fio verify on the second session"
+ok "fio verify passed on both sessions at once"
+rdma_settled 2
+
+# --- 5. libiscsi over iser:// ---------------------------------------------------------------
+expect_grep "libiscsi's tools link libibverbs (iSER)" 'libibverbs' "$(ldd "$(command -v iscsi-inq)")"
+url="iser://$PORTAL/$IQN/0"
+out=$(timeout 60 iscsi-inq "$url" 2>&1) || fail "iscsi-inq $url: $out"
+expect_grep "iscsi-inq over iSER" 'FERRITE' "$out"
+out=$(timeout 60 iscsi-readcapacity16 "$url" 2>&1) || fail "iscsi-readcapacity16 $url: $out"
+expect_grep "iscsi-readcapacity16 over iSER (last LBA or bytes)" "$((LUN_MIB * 2048 - 1))|$((LUN_MIB * 1024 * 1024))" "$out"
+rdma_settled 2
+
+# --- 6. bad input from a raw verbs peer, while the second session does I/O -----------------
+say "iser_peer: $(basename "$PEER_BIN")"
+FERRITE_ISER_TARGET=$PORTAL FERRITE_ISER_IQN=$IQN RUST_BACKTRACE=1 \
+    "$PEER_BIN" --ignored --test-threads=1 --nocapture >"$VM_WORK/iser_peer.out" 2>&1 &
+peer=$!
+# The bystander: complete fio verify rounds on the second session for as long as the bad
+# peer runs (each round writes, then reads back and checks, 16 MiB).
+rounds=0
+while kill -0 "$peer" 2>/dev/null; do
+    rounds=$((rounds + 1))
+    FIO_VERIFY_SIZE=16M fio_verify "$dev2" "bystander$rounds" --iodepth=16 >/dev/null
+done
+wait "$peer" || {
+    cat "$VM_WORK/iser_peer.out"
+    fail "iser_peer tests"
+}
+grep -vE '^(running [0-9]+ tests?|)$' "$VM_WORK/iser_peer.out" | sed 's/^/    /'
+expect_grep "iser_peer" '^test result: ok\. 5 passed' "$(cat "$VM_WORK/iser_peer.out")"
+ok "the second session passed $rounds fio verify rounds meanwhile"
+rdma_settled 2
+say "the target's log on the bad input:"
+grep -E 'rejected|work request failed|iSER|RDMA' "$FERRITE_LOG" | sed -E 's/^[^ ]+ +//; s/[0-9]+/N/g' |
+    sort | uniq -c | sort -rn | head -12 | sed 's/^/    /'
+
+# --- 7. an outage during I/O ------------------------------------------------------------
+# No link can be taken down here: soft-RoCE hands packets to its own address straight back
+# (rxe's loopback, no netdev or qdisc on the way), and after `ip link set dummy0 down` and
+# up again rxe0 takes no new RDMA CM connection, for LIO's ib_isert as for ferrite, so no
+# initiator could log in again. The outage is the target's instead: ferrite-tgt stopped
+# (SIGSTOP) for 15 s with I/O in flight. Its QPs stay up in the kernel, but nothing is
+# answered: the initiator's NOP-Out times out, it drops the connection and keeps trying to
+# reconnect, unanswered, until the target runs again (SIGCONT) and takes the stale and the
+# new requests, and the new login reinstates the session.
+conn_errors=$(dmesg | grep -c 'detected conn error' || true)
+FIO_VERIFY_SIZE=48M fio_verify "$dev" outage-a --iodepth=16 --rate=1m &
+outage_a=$!
+FIO_VERIFY_SIZE=32M fio_verify "$dev2" outage-b --iodepth=16 --rate=1m &
+outage_b=$!
+sleep 5
+kill -STOP "$FERRITE_PID"
+say "ferrite-tgt stopped"
+sleep 15
+kill -CONT "$FERRITE_PID"
+say "ferrite-tgt running again"
+kill -0 "$outage_a" 2>/dev/null || fail "fio outage-a ended before the outage did (lower its rate)"
+wait "$outage_a" || fail "fio verify on the first session across the outage"
+wait "$outage_b" || fail "fio verify on the second session across the outage"
+ok "fio verify passed on both sessions across the outage"
+expect_eq "sessions logged in" "$(iscsiadm -m session -P 3 | grep -c 'iSCSI Session State: LOGGED_IN')" 2
+after=$(dmesg | grep -c 'detected conn error' || true)
+[ "$after" -gt "$conn_errors" ] || fail "the initiator saw no connection error: the outage was not felt"
+ok "the initiator saw $((after - conn_errors)) connection error(s) and logged in again"
+rdma_settled 2
+
+# --- 8. the end -------------------------------------------------------------------------
 expect_eq "I/O errors in the kernel's log" "$(dmesg | grep -c 'I/O error' || true)" 0
 iscsi_logout "$PORTAL" "$IQN"
+iscsi_logout "$PORTAL" "$IQN2"
+rdma_settled 0
 ferrite_stop
 ok "logged out; ferrite-tgt stopped cleanly"
 say "iser: all checks passed"

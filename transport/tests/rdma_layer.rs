@@ -65,6 +65,8 @@ fn init_arena() {
 struct Log {
     peer_private_data: Vec<u8>,
     established: Option<Vec<u8>>,
+    /// At `established`: (our RDMA READ depth against the peer, the peer's against us).
+    read_depths: Option<(u8, u8)>,
     rejected: Option<(i32, Vec<u8>)>,
     unreachable: Option<String>,
     recvs: Vec<Vec<u8>>,
@@ -288,8 +290,10 @@ fn remote_request(op: u8, remote: Remote, len: usize) -> Vec<u8> {
 }
 
 impl Handler for Target {
-    fn established(&self, _conn: &Conn, private_data: &[u8]) {
-        log_of(&self.log).established = Some(private_data.to_vec());
+    fn established(&self, conn: &Conn, private_data: &[u8]) {
+        let mut log = log_of(&self.log);
+        log.established = Some(private_data.to_vec());
+        log.read_depths = Some((conn.max_rdma_reads(), conn.peer_rdma_reads()));
     }
 
     fn recv(&self, conn: &Conn, msg: Recv) {
@@ -424,8 +428,10 @@ struct Initiator {
 }
 
 impl Handler for Initiator {
-    fn established(&self, _conn: &Conn, private_data: &[u8]) {
-        log_of(&self.log).established = Some(private_data.to_vec());
+    fn established(&self, conn: &Conn, private_data: &[u8]) {
+        let mut log = log_of(&self.log);
+        log.established = Some(private_data.to_vec());
+        log.read_depths = Some((conn.max_rdma_reads(), conn.peer_rdma_reads()));
     }
 
     fn recv(&self, _conn: &Conn, msg: Recv) {
@@ -474,6 +480,15 @@ thread_local! {
 
 /// Connects from the client reactor; returns the connection's index and log.
 fn connect(bed: &Bed, addr: SocketAddr, private_data: &'static [u8]) -> (usize, SharedLog) {
+    connect_with(bed, addr, QpConfig::default(), private_data)
+}
+
+fn connect_with(
+    bed: &Bed,
+    addr: SocketAddr,
+    qp: QpConfig,
+    private_data: &'static [u8],
+) -> (usize, SharedLog) {
     let log = SharedLog::default();
     let l2 = log.clone();
     let i = bed.run(CLIENT, move || {
@@ -482,8 +497,7 @@ fn connect(bed: &Bed, addr: SocketAddr, private_data: &'static [u8]) -> (usize, 
             inflight: RefCell::new(HashMap::new()),
             region: RefCell::new(None),
         });
-        let conn = rdma::connect(addr, &QpConfig::default(), private_data, ini.clone())
-            .expect("rdma::connect");
+        let conn = rdma::connect(addr, &qp, private_data, ini.clone()).expect("rdma::connect");
         CLIENTS.with(|c| {
             let mut c = c.borrow_mut();
             c.push(Some((conn, ini)));
@@ -1060,6 +1074,47 @@ fn two_part_receives_put_what_follows_the_header_at_the_start_of_its_own_buffer(
         }
         assert_eq!(l.parts, expect_parts, "header and data parts");
     }
+    client_disconnect(&bed, c);
+    wait_for("both sides closed", || {
+        log_of(&clog).closed && log_of(&tlog).closed
+    });
+    forget_clients(&bed);
+    assert_no_leak(&bed);
+}
+
+#[test]
+#[ignore = "needs an RDMA device (run in the VM test bed: test/vm/run.sh test/vm/rdma-layer.sh)"]
+fn read_depths_follow_what_each_side_offers() {
+    // The initiator will issue at most 2 READs and serve 5; the target offers
+    // 16 both ways. Each side's READ depth is bounded by what the other
+    // serves: the target may read 5 at once, the initiator 2.
+    let bed = Bed::start();
+    let (addr, targets) = start_target(&bed, 18524);
+    let qp = QpConfig {
+        initiator_depth: 2,
+        responder_resources: 5,
+        ..QpConfig::default()
+    };
+    let (c, clog) = connect_with(&bed, addr, qp, b"depths");
+    established_with(&clog, "the client to be established");
+    wait_for("the target to be established", || {
+        targets
+            .lock()
+            .unwrap()
+            .first()
+            .is_some_and(|t| log_of(t).established.is_some())
+    });
+    let tlog = targets.lock().unwrap()[0].clone();
+    assert_eq!(
+        log_of(&clog).read_depths,
+        Some((2, 5)),
+        "initiator: (its READ depth, the target's)"
+    );
+    assert_eq!(
+        log_of(&tlog).read_depths,
+        Some((5, 2)),
+        "target: (its READ depth, the initiator's)"
+    );
     client_disconnect(&bed, c);
     wait_for("both sides closed", || {
         log_of(&clog).closed && log_of(&tlog).closed
