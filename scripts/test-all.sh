@@ -103,8 +103,18 @@ nvme_in_vm() {
 step vm-nvme nvme_in_vm
 # SRP end to end: Linux's ib_srp against the release ferrite-tgt in the same VM
 # (test/vm/srp.sh: identity, fio verify with 2 and 1 channels, ext4 across a new login,
-# refused logins, the link down during I/O, SRP_T_LOGOUT at shutdown).
-step vm-srp test/vm/run.sh --timeout 900 test/vm/srp.sh
+# refused logins, a wrong rkey from our own initiator (transport/tests/srp_wire.rs), the
+# link down during I/O, SRP_T_LOGOUT at shutdown).
+srp_in_vm() {
+    local bin
+    bin=$(test_binary ferrite-transport srp_wire)
+    if [ -z "$bin" ]; then
+        echo "the srp_wire test binary was not built" >&2
+        return 1
+    fi
+    test/vm/run.sh --timeout 900 test/vm/srp.sh "$bin"
+}
+step vm-srp srp_in_vm
 step rpc.py-unittest python3 -m unittest discover -s app -p 'test_*.py'
 
 # The VM tests (test/vm/README.md): Debian 12's kernel under QEMU/TCG runs the release

@@ -2,7 +2,7 @@
 # Guest script: Linux's SRP initiator (ib_srp over RDMA CM on soft-RoCE rxe0) against
 # ferrite-tgt in the same VM. Run it with
 #
-#   test/vm/run.sh --timeout 900 test/vm/srp.sh
+#   test/vm/run.sh --timeout 900 test/vm/srp.sh [SRP_WIRE_TEST_BINARY]
 #
 # ferrite-tgt (the host's release build) serves a 256 MiB malloc LUN (fixed UUID) as LUN 0
 # of SRP target srp0 on 169.254.77.1:$PORT, one reactor; a second target, srp-acl, on the
@@ -20,6 +20,10 @@
 #   4. logins refused: an unknown id_ext (SRP_LOGIN_REJ "unable to associate channel",
 #      0x00010003, in ferrite's log; add_target fails), and target srp-acl whose ACL does
 #      not list us (the same reason);
+#   4b. with the srp_wire test binary given: our own initiator logs two channels of one
+#      nexus in; a READ whose descriptor carries an rkey it never registered makes the
+#      target's RDMA WRITE fail: that channel ends without a response, the other still
+#      reads; ib_srp's channel is untouched;
 #   5. the link (dummy0 under rxe0) down for 3 s during a fio verify job (64 MiB, 8 MiB/s
 #      each way, so it spans the outage): ferrite-tgt still answers RPCs, ib_srp reconnects
 #      ("reconnect succeeded"), fio ends without an error and its verify passes, and the
@@ -38,6 +42,8 @@ ACL_ID_EXT=0002c90300a1b2c4
 LUN_MIB=256
 UUID=5e1f0c2a-7b3d-4e8f-9a10-2b3c4d5e6f70
 HOST_DIR=/sys/class/infiniband_srp/srp-rxe0-1
+# The srp_wire test binary (cargo test -p ferrite-transport --release --test srp_wire --no-run).
+WIRE_BIN=${1:-}
 
 config=$VM_WORK/ferrite-srp.json
 cat >"$config" <<JSON
@@ -163,6 +169,17 @@ ok "add_target to srp-acl failed: $(cat "$VM_WORK/add_target.err")"
 expect_eq "SRP_LOGIN_REJ 0x00010003 in ferrite's log (ACL)" "$(rejects)" "$((before + 2))"
 say "kernel: $(dmesg | grep -iE 'srp.*reject' | tail -n 1)"
 expect_eq "channels after the refused logins" "$(channel_count)" 1
+
+# --- 4b. bad input from an initiator of our own (transport/tests/srp_wire.rs) ----------------
+if [ -n "$WIRE_BIN" ]; then
+    out=$(FERRITE_SRP_TARGET="$ID_EXT:$IOC_GUID@$ADDR:$PORT" "$WIRE_BIN" --ignored --test-threads=1 2>&1) ||
+        fail "srp_wire: $out"
+    expect_grep "srp_wire: a wrong rkey ends only its channel" "test result: ok. 1 passed" "$out"
+    expect_grep "ferrite's log: the failed RDMA WRITE" "work request failed" "$(cat "$FERRITE_LOG")"
+    expect_eq "ib_srp's channel after srp_wire" "$(channel_count)" 1
+else
+    say "srp_wire: no test binary given, skipped (test-all.sh passes it)"
+fi
 
 # --- 5. the link down during I/O ---------------------------------------------------------
 # The first 128 MiB (verify1's data and what ext4 left) must come through unchanged.
