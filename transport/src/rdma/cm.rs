@@ -124,16 +124,6 @@ impl ConnectRequest {
         self.responder_resources
     }
 
-    /// Takes the peer to serve `n` RDMA READs at once, whatever its request
-    /// said. Linux ib_srp over RDMA CM asks with responder resources 0 yet
-    /// serves the READs a target needs for every write: its QP takes its
-    /// READ depth from the accept's initiator depth (LIO's ib_srpt answers 4
-    /// regardless).
-    pub fn assume_peer_responder_resources(mut self, n: u8) -> Self {
-        self.responder_resources = n;
-        self
-    }
-
     /// Accepts on the calling reactor: makes the QP on this reactor's CQ and
     /// SRQ for the device, answers with `private_data` (at most 196 bytes fit a
     /// reply) and the READ depths (`config`'s, bounded by the peer's and the

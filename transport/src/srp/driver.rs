@@ -58,8 +58,8 @@ use crate::rdma;
 /// the rest (up to 8 KiB) in a second buffer: see `crate::RDMA_RECV`.
 pub const RECV_HEADER_LEN: usize = 76;
 
-/// RDMA READs a channel keeps outstanding (at most), and what the target
-/// assumes an initiator serves when its request says 0 (as ib_srp's does).
+/// RDMA READs a channel keeps outstanding (at most; the initiator's
+/// responder resources may allow fewer).
 const SRP_READ_DEPTH: u8 = 16;
 
 /// Largest transfer of one command.
@@ -366,6 +366,11 @@ fn login(listening: &Listening, req: rdma::ConnectRequest) {
         Ok(a) => a,
         Err(reason) => return reject(req, reason),
     };
+    if req.peer_responder_resources() == 0 {
+        // Write data could never be fetched (the QP would hold the READs).
+        tracing::info!("SRP login from {peer:?} allows no RDMA READ (responder resources 0)");
+        return reject(req, super::iu::RejectReason::InsufficientResources);
+    }
     let target = target.expect("decide accepts known targets only");
     let dev = match device(target) {
         Ok(d) => d,
@@ -494,12 +499,6 @@ fn accept_here(req: rdma::ConnectRequest, s: Setup) {
         initiator_depth: SRP_READ_DEPTH,
     };
     let peer_reads = req.peer_responder_resources();
-    // ib_srp offers 0 and serves what the accept asks for (see there).
-    let req = if peer_reads == 0 {
-        req.assume_peer_responder_resources(SRP_READ_DEPTH)
-    } else {
-        req
-    };
     let conn = match req.accept(&qp, &s.accepted.rsp.encode(), handler) {
         Ok(c) => c,
         Err(e) => {
@@ -509,7 +508,7 @@ fn accept_here(req: rdma::ConnectRequest, s: Setup) {
         }
     };
     tracing::info!(
-        "SRP channel {id}: RDMA READ depth {} (the initiator offered {}), send queue {}, {} SGEs",
+        "SRP channel {id}: RDMA READ depth {} (the initiator serves {}), send queue {}, {} SGEs",
         conn.max_rdma_reads(),
         peer_reads,
         conn.max_send_wr(),
