@@ -594,3 +594,72 @@ fn unit_attentions_queue_in_order_and_spare_inquiry() {
     r.at(12).ua(POWER_ON);
     assert_eq!(r.at(13).good().data[2] & 0x0f, 0);
 }
+
+/// `bdev_uring_rescan` of a grown file tells every nexus CAPACITY DATA HAS
+/// CHANGED, and READ CAPACITY then reports the new size.
+#[test]
+fn a_rescan_that_grows_a_uring_bdev_raises_capacity_data_has_changed() {
+    use ferrite_bdev::modules::uring;
+    let path = format!("/dev/shm/ferrite-rescan-ua-{}", std::process::id());
+    std::fs::File::create(&path)
+        .and_then(|f| f.set_len(1 << 20))
+        .expect("tmpfs file");
+    let (p, grow) = (path.clone(), path.clone());
+    let read_capacity = || {
+        task(
+            0,
+            &[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ferrite_lib::scsi::DataDir::Read,
+            8,
+            None,
+        )
+    };
+    let r = run(
+        move || {
+            let name = uring::create(uring::CreateParams {
+                name: format!("rescan-ua-{}", std::process::id()),
+                filename: p,
+                block_size: Some(BS),
+                uuid: None,
+                sqpoll: false,
+            })
+            .expect("uring bdev");
+            env_one(&[(0, name)], 2)
+        },
+        move |_| {
+            let mut s = clear_uas(2);
+            s.extend([
+                Step::Exec(0, read_capacity()), // 2: 2048 blocks
+                Step::Do(Box::new(move |env: &mut Env| {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&grow)
+                        .and_then(|f| f.set_len(2 << 20))
+                        .expect("grow");
+                    let name = env.devs[0].luns()[0].bdev().name().to_string();
+                    let now = ferrite_lib::rpc::bdev::uring_rescan(&name).expect("rescan");
+                    assert_eq!(now, 4096);
+                    // The same size again: nothing to tell.
+                    assert_eq!(ferrite_lib::rpc::bdev::uring_rescan(&name), Ok(4096));
+                })), // 3
+                Step::Exec(0, tur(0)),          // 4: capacity changed
+                Step::Exec(0, tur(0)),          // 5: once only
+                Step::Exec(1, read_capacity()), // 6: UA on the other nexus too
+                Step::Exec(1, read_capacity()), // 7: 4096 blocks
+            ]);
+            s
+        },
+    );
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        u32::from_be_bytes(r.at(2).good().data[0..4].try_into().unwrap()),
+        2047
+    );
+    r.at(4).ua(CAPACITY_CHANGED);
+    r.at(5).good();
+    r.at(6).ua(CAPACITY_CHANGED);
+    assert_eq!(
+        u32::from_be_bytes(r.at(7).good().data[0..4].try_into().unwrap()),
+        4095
+    );
+}

@@ -134,6 +134,19 @@ fn iostat(b: &Bdev) -> Value {
     })
 }
 
+/// `bdev_uring_rescan`: picks up the file's new size and, when it changed, gives
+/// every nexus of every LUN exporting the bdev CAPACITY DATA HAS CHANGED (so
+/// initiators read the capacity again). Returns the block count.
+pub fn uring_rescan(name: &str) -> Result<u64, BdevError> {
+    let before = bdev::get(name).map(|b| b.num_blocks());
+    let now = uring::rescan(name)?;
+    if before.is_some_and(|b| b != now) {
+        let told = crate::scsi::ua::bdev_capacity_changed(name);
+        tracing::info!("bdev {name}: capacity changed; {told} LUN(s) told");
+    }
+    Ok(now)
+}
+
 /// `bdev_nvme_send_cmd` parameters, SPDK's: the command as a 64-byte NVMe SQE
 /// and the data, both in URL-safe base64.
 #[derive(Deserialize)]
@@ -261,7 +274,7 @@ pub fn register_bdev_methods(m: &mut Methods) {
     });
     m.register("bdev_uring_rescan", |p, resp| {
         if let Some((p, resp)) = params::<uring::NameParams>(p, resp) {
-            answer(resp, uring::rescan(&p.name));
+            answer(resp, uring_rescan(&p.name));
         }
     });
     m.register("bdev_nvme_create", |p, resp| {

@@ -29,6 +29,16 @@ pub(crate) fn take_pending_sense(port: &mut ScsiPort, lun: &Arc<Lun>) -> Option<
     view.nx.pop_ua().map(|a| Sense::new(key::UNIT_ATTENTION, a))
 }
 
+/// `bdev` was resized (a rescan): CAPACITY DATA HAS CHANGED for every nexus of
+/// every LUN that exports it. Returns how many LUNs were told.
+pub fn bdev_capacity_changed(bdev: &str) -> usize {
+    let luns = super::xcopy::luns_of_bdev(bdev);
+    for lun in &luns {
+        capacity_changed(lun);
+    }
+    luns.len()
+}
+
 /// The LUN's capacity changed: CAPACITY DATA HAS CHANGED for every nexus.
 pub fn capacity_changed(lun: &Lun) {
     lun.state.ua_all(asc::CAPACITY_DATA_HAS_CHANGED, None);

@@ -113,6 +113,15 @@ pub fn find_lun(naa: &[u8]) -> Option<Arc<Lun>> {
         .find(|l| !l.is_removed() && naa_designator(l.bdev())[..] == *naa)
 }
 
+/// The live LUNs that export `bdev` (on any target or port).
+pub(crate) fn luns_of_bdev(bdev: &str) -> Vec<Arc<Lun>> {
+    let g = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    g.iter()
+        .filter_map(Weak::upgrade)
+        .filter(|l| !l.is_removed() && l.bdev().name() == bdev)
+        .collect()
+}
+
 /// Copy results held per I_T nexus.
 #[derive(Debug, Default)]
 pub(crate) struct CopyResults {
