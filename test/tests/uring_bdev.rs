@@ -290,13 +290,18 @@ fn uring_bdev_through_rpc_py_bad_input_rescan_and_save_config() {
 
 /// Runs `ferrite-perf bdev -w verify` on a uring bdev of `file` and checks it passed.
 fn verify(file: &str, block_size: u32, io_size: &str, depth: &str) {
+    verify_on(file, block_size, io_size, depth, false);
+}
+
+/// [`verify`], through the reactor's SQPOLL ring when `sqpoll`.
+fn verify_on(file: &str, block_size: u32, io_size: &str, depth: &str, sqpoll: bool) {
     let cfg = scratch("uring-perf.json");
     let c = json!({"subsystems": [{"subsystem": "bdev", "config": [{
         "method": "bdev_uring_create",
-        "params": {"name": "U0", "filename": file, "block_size": block_size},
+        "params": {"name": "U0", "filename": file, "block_size": block_size, "sqpoll": sqpoll},
     }]}]});
     std::fs::write(&cfg, serde_json::to_vec(&c).unwrap()).unwrap();
-    let out = Command::new("timeout")
+    let child = Command::new("timeout")
         .args(["60"])
         .arg(binary("ferrite-perf"))
         .args([
@@ -304,12 +309,27 @@ fn verify(file: &str, block_size: u32, io_size: &str, depth: &str) {
         ])
         .args(["-m", "0x1", "--output", "json", "-s", "64", "-c"])
         .arg(&cfg)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("ferrite-perf runs");
+    // An SQPOLL ring has a kernel thread `iou-sqp-PID` in the process that made it
+    // (ferrite-perf, the child of `timeout`).
+    let mut sq_thread = false;
+    while !sq_thread && child_running(child.id()) {
+        sq_thread = thread_names_under(child.id())
+            .iter()
+            .any(|n| n.starts_with("iou-sqp"));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("ferrite-perf ends");
     let _ = std::fs::remove_file(&cfg);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let what = format!("verify on {file}, {block_size}-byte blocks, -o {io_size} -q {depth}");
+    let what = format!(
+        "verify on {file}, {block_size}-byte blocks, -o {io_size} -q {depth}{}",
+        if sqpoll { ", SQPOLL" } else { "" }
+    );
     assert!(
         out.status.success(),
         "{what}: {}\n{stdout}\n{stderr}",
@@ -319,6 +339,9 @@ fn verify(file: &str, block_size: u32, io_size: &str, depth: &str) {
         !stderr.contains("O_DIRECT is off"),
         "{what}: O_DIRECT should work here:\n{stderr}"
     );
+    if sqpoll {
+        assert!(sq_thread, "{what}: no iou-sqp kernel thread was seen");
+    }
     let r: Value = serde_json::from_str(&stdout).expect("a JSON report");
     let t = &r["total"];
     assert_eq!(t["fails"], 0, "{what}: {t}");
@@ -352,6 +375,50 @@ fn ferrite_perf_verify_on_tmpfs_ext4_over_loop_and_a_block_device() {
         ] {
             println!("{label}:");
             verify(path, bs, size, depth);
+        }
+    }
+}
+
+/// Whether `pid` has not exited yet (a zombie counts as exited).
+fn child_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
+/// The names of the threads of `pid` and of its children's threads.
+fn thread_names_under(pid: u32) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut pids = vec![pid.to_string()];
+    if let Ok(c) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        pids.extend(c.split_whitespace().map(str::to_string));
+    }
+    for p in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            if let Ok(n) = std::fs::read_to_string(t.path().join("comm")) {
+                names.push(n.trim().to_string());
+            }
+        }
+    }
+    names
+}
+
+/// The SQPOLL ring (a kernel thread polls the submission queue): the same verify runs on
+/// tmpfs and on ext4 over a loop device (O_DIRECT).
+#[test]
+fn ferrite_perf_verify_through_an_sqpoll_ring() {
+    require_root();
+    let shm = shm_file("perf-sqpoll", 64 << 20);
+    let ext4 = Ext4::new("uring-sqpoll");
+    let file = ext4.file("disk.img", 64 << 20);
+    for path in [shm.path(), file.to_str().unwrap()] {
+        for (bs, size, depth) in [(512, "4k", "1"), (4096, "4k", "128"), (4096, "128k", "8")] {
+            verify_on(path, bs, size, depth, true);
         }
     }
 }
