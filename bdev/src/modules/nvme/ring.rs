@@ -136,20 +136,11 @@ impl Ring {
     fn new() -> io::Result<Ring> {
         let uring: NvmeUring = iouring::build(SQ_ENTRIES, CQ_ENTRIES, false)?;
         let files = iouring::Files::new(&uring, FILE_SLOTS)?;
-        let fixed_buffers = match iouring::register_arena(&uring) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(
-                    "NVMe ring: cannot register the buffer arena as fixed buffers ({e}); \
-                     commands pass buffer addresses (check ulimit -l)"
-                );
-                false
-            }
-        };
         Ok(Ring {
             inner: RefCell::new(Inner {
                 uring,
-                fixed_buffers,
+                // Until the first namespace's probe says the kernel takes them.
+                fixed_buffers: false,
                 files,
                 pending: Slab::with_capacity(SQ_ENTRIES as usize),
                 waiting: VecDeque::with_capacity(SQ_ENTRIES as usize),
@@ -180,7 +171,7 @@ impl Ring {
             block_shift: block_size.trailing_zeros(),
             max_transfer,
         };
-        if inner.fixed_buffers && !inner.probed {
+        if !inner.probed {
             inner.probed = true;
             inner.probe_fixed(ns, block_size);
         }
@@ -218,22 +209,36 @@ impl Inner {
         self.in_flight + PER_IO_WINDOW as usize <= SQ_ENTRIES as usize
     }
 
-    /// Reads the first block with a fixed buffer; when the kernel refuses
-    /// fixed buffers for passthrough (`IORING_URING_CMD_FIXED` is newer than
-    /// uring_cmd itself), the ring passes plain addresses from then on.
+    /// Registers the arena as fixed buffers and reads the first block into
+    /// one. When the kernel refuses (`IORING_URING_CMD_FIXED` on NVMe
+    /// passthrough: Debian 12's 6.1 answers EINVAL for a hugepage-backed
+    /// arena, though it takes a small buffer on normal pages), the arena is
+    /// unregistered again and commands pass plain addresses.
     fn probe_fixed(&mut self, ns: Ns, block_size: u32) {
+        if let Err(e) = iouring::register_arena(&self.uring) {
+            tracing::warn!(
+                "NVMe ring: cannot register the buffer arena as fixed buffers ({e}); \
+                 commands pass buffer addresses (check ulimit -l)"
+            );
+            return;
+        }
         let Some(mut buf) = Buffer::alloc(block_size as usize) else {
+            let _ = self.uring.submitter().unregister_buffers();
+            return;
+        };
+        let Some(index) = iouring::fixed_index(buf.as_mut_ptr(), block_size as usize) else {
+            let _ = self.uring.submitter().unregister_buffers();
             return;
         };
         let c = cmd::rw(cmd::OPC_READ, ns.nsid, 0, 1, false);
-        let sqe = uring_cmd(
-            types::Fixed(ns.slot),
-            &c,
-            buf.as_mut_ptr(),
-            block_size as usize,
-            true,
-            NVME_URING_CMD_IO,
-        );
+        let sqe = opcode::UringCmd80::new(types::Fixed(ns.slot), NVME_URING_CMD_IO)
+            .cmd(cmd::uring_cmd_bytes(
+                &c,
+                buf.as_mut_ptr() as u64,
+                block_size,
+            ))
+            .buf_index(Some(index))
+            .build();
         self.push(sqe.user_data(PROBE));
         let res = loop {
             if let Err(e) = self.uring.submit_and_wait(1) {
@@ -262,13 +267,18 @@ impl Inner {
             }
         };
         if matches!(-res, libc::EINVAL | libc::EOPNOTSUPP | libc::EFAULT) {
-            self.fixed_buffers = false;
             tracing::warn!(
                 "NVMe ring: this kernel refuses fixed buffers for NVMe passthrough \
                  ({}); commands pass buffer addresses instead",
                 io::Error::from_raw_os_error(-res)
             );
+            // Nothing in flight uses them: the probe has completed.
+            if let Err(e) = self.uring.submitter().unregister_buffers() {
+                tracing::error!("NVMe ring: unregistering the arena: {e}");
+            }
+            return;
         }
+        self.fixed_buffers = true;
     }
 
     fn start(&mut self, ns: Ns, io: BdevIo) {
