@@ -8,8 +8,9 @@
 #
 # DEVICE defaults to /dev/ng0n1; it is written to (filled once first). Each job runs ROUNDS
 # times (default 1), fio first, then ferrite-perf. fio runs without --fixedbufs: the 6.1
-# kernel of the bed refuses fixed buffers for passthrough (EINVAL), and the nvme bdev then
-# passes plain addresses too, so both sides map the user pages per command.
+# kernel of the bed answers EINVAL to fixed buffers in a hugepage-backed arena (the bed
+# reserves hugepages, so ferrite-perf's arena is on them), so the nvme bdev passes plain
+# addresses, and both sides map the user pages per command.
 set -euo pipefail
 
 SECS=5
@@ -61,7 +62,7 @@ fio_iops() { # rw bs depth
 }
 
 perf_iops() { # workload bs depth
-    "$PERF" bdev -c "$CFG" -w "$1" -o "$2" -q "$3" -t "$SECS" -m 0x1 --output json \
+    "$PERF" bdev -c "$CFG" -s 64 -w "$1" -o "$2" -q "$3" -t "$SECS" -m 0x1 --output json \
         2>/dev/null | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["total"]["iops"]))'
 }
 

@@ -3,7 +3,10 @@
 # (one job pinned to core 0, O_DIRECT, fixed buffers, registered files) on the same file,
 # job by job in one run, printing each pair and their ratio as a Markdown table.
 #
-#   perf/uring-vs-fio.sh [-t SECONDS] [-r ROUNDS] FILE
+#   perf/uring-vs-fio.sh [-t SECONDS] [-r ROUNDS] [-s] FILE
+#
+# -s: both sides submit through an SQPOLL ring (ferrite: bdev_uring_create's sqpoll; fio:
+# --sqthread_poll=1), a kernel thread polling the submission queue.
 #
 # FILE must exist, be a multiple of 4 KiB and allow O_DIRECT; it is written to (filled once
 # first so reads hit allocated blocks). Each job runs ROUNDS times (default 2), alternating
@@ -13,15 +16,18 @@ set -euo pipefail
 
 SECS=5
 ROUNDS=2
-while getopts "t:r:" o; do
+SQPOLL=false
+FIO_SQPOLL=()
+while getopts "t:r:s" o; do
     case $o in
         t) SECS=$OPTARG ;;
         r) ROUNDS=$OPTARG ;;
-        *) sed -n '2,11p' "$0"; exit 2 ;;
+        s) SQPOLL=true; FIO_SQPOLL=(--sqthread_poll=1) ;;
+        *) sed -n '2,14p' "$0"; exit 2 ;;
     esac
 done
 shift $((OPTIND - 1))
-FILE=${1:?usage: perf/uring-vs-fio.sh [-t SECONDS] [-r ROUNDS] FILE}
+FILE=${1:?usage: perf/uring-vs-fio.sh [-t SECONDS] [-r ROUNDS] [-s] FILE}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PERF=${FERRITE_PERF_BIN:-$ROOT/target/release/ferrite-perf}
 for tool in fio python3 "$PERF"; do
@@ -30,8 +36,8 @@ done
 
 CFG=$(mktemp /tmp/uring-vs-fio.XXXXXX.json)
 trap 'rm -f "$CFG"' EXIT
-printf '{"subsystems":[{"subsystem":"bdev","config":[{"method":"bdev_uring_create","params":{"name":"U0","filename":"%s","block_size":4096}}]}]}\n' \
-    "$FILE" >"$CFG"
+printf '{"subsystems":[{"subsystem":"bdev","config":[{"method":"bdev_uring_create","params":{"name":"U0","filename":"%s","block_size":4096,"sqpoll":%s}}]}]}\n' \
+    "$FILE" "$SQPOLL" >"$CFG"
 
 # Allocate every block once.
 fio --name=fill --filename="$FILE" --ioengine=io_uring --direct=1 --rw=write --bs=1M \
@@ -51,7 +57,7 @@ JOBS=(
 
 fio_iops() { # rw bs depth
     fio --name=peer --filename="$FILE" --ioengine=io_uring --direct=1 --fixedbufs \
-        --registerfiles --rw="$1" --bs="$2" --iodepth="$3" --numjobs=1 --cpus_allowed=0 \
+        --registerfiles "${FIO_SQPOLL[@]}" --rw="$1" --bs="$2" --iodepth="$3" --numjobs=1 --cpus_allowed=0 \
         --time_based --runtime="$SECS" --norandommap --randrepeat=0 --group_reporting \
         --output-format=json |
         python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(int(j["read"]["iops"] + j["write"]["iops"]))'
