@@ -52,9 +52,6 @@ export FERRITE_RPC_PY="$ROOT/app/rpc.py"
 # against a ferrite-tgt of its own on a free port.
 step cargo-test cargo test --workspace --release
 
-# The RDMA layer's tests need RDMA, which the host lacks (there they are #[ignore]d): Debian
-# 12's kernel under QEMU runs them over soft-RoCE (test/vm/rdma-layer.sh, test/vm/README.md).
-# run.sh installs what the VM needs; a VM that cannot boot fails the step, never a skip.
 # test_binary CRATE TEST: builds an integration test's binary (release) and prints its path.
 test_binary() {
     cargo test -p "$1" --release --test "$2" --no-run --message-format=json | python3 -c '
@@ -65,6 +62,9 @@ for line in sys.stdin:
             and m["target"]["name"] == sys.argv[1]:
         print(m["executable"])' "$2"
 }
+# The RDMA layer's tests need RDMA, which the host lacks (there they are #[ignore]d): Debian
+# 12's kernel under QEMU runs them over soft-RoCE (test/vm/rdma-layer.sh, test/vm/README.md).
+# run.sh installs what the VM needs; a VM that cannot boot fails the step, never a skip.
 rdma_layer_in_vm() {
     local bin
     bin=$(test_binary ferrite-transport rdma_layer)
