@@ -219,10 +219,16 @@ ok "no heap allocation on the reactor over 100k nvme I/Os (perf/tests/no_alloc.r
 
 # --- 7. hot removal ------------------------------------------------------------------------
 pci=$(basename "$(readlink -f /sys/class/nvme/nvme0/device)")
-"$FERRITE_PERF_BIN" bdev -c "$perf_config" -s 64 --output json -w randrw -o 4k -q 32 -t 8 \
+"$FERRITE_PERF_BIN" bdev -c "$perf_config" -s 64 --output json -w randrw -o 4k -q 32 -t 6 \
     >"$VM_WORK/remove.json" 2>"$VM_WORK/remove.err" &
 perf_pid=$!
-sleep 3
+# Remove only once I/O runs (a progress line), not while the bdev is being made.
+for _ in $(seq 600); do
+    grep -q ' IOPS' "$VM_WORK/remove.err" 2>/dev/null && break
+    kill -0 "$perf_pid" 2>/dev/null || fail "ferrite-perf ended before the removal: $(cat "$VM_WORK/remove.err")"
+    sleep 0.1
+done
+grep -q ' IOPS' "$VM_WORK/remove.err" || fail "ferrite-perf ran no I/O within 60 s"
 say "removing the NVMe controller (PCI $pci) under a running ferrite-perf"
 echo 1 >"/sys/bus/pci/devices/$pci/remove"
 for _ in $(seq 600); do
