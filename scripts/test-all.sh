@@ -98,7 +98,7 @@ nvme_in_vm() {
         echo "the no_alloc test binary was not built" >&2
         return 1
     fi
-    test/vm/run.sh --timeout 600 test/vm/nvme.sh "$bin"
+    test/vm/run.sh --timeout 900 test/vm/nvme.sh "$bin"
 }
 step vm-nvme nvme_in_vm
 # SRP end to end: Linux's ib_srp against the release ferrite-tgt in the same VM

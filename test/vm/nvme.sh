@@ -3,7 +3,7 @@
 # namespace, /dev/ng0n1. Run it with
 #
 #   cargo test -p ferrite-perf --release --test no_alloc --no-run   # prints NO_ALLOC_BIN
-#   test/vm/run.sh --timeout 600 test/vm/nvme.sh NO_ALLOC_BIN
+#   test/vm/run.sh --timeout 900 test/vm/nvme.sh NO_ALLOC_BIN
 #
 # Checks, each failing the script:
 #   1. bad input: the controller's char device, the namespace's block device and a block
