@@ -13,6 +13,7 @@
 
 pub mod bdevperf;
 pub mod iscsi;
+pub mod iser;
 pub mod job;
 pub mod pattern;
 pub mod replay;

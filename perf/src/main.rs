@@ -8,6 +8,8 @@
 //!                    -q DEPTH -o SIZE -w WORKLOAD [-M READ_PCT] -t SECONDS [-m MASK]
 //!                    [--output text|json] [--chap-user U --chap-secret S]
 //!                    [--header-digest] [--data-digest] [--poll-only]
+//! ferrite-perf iser -u iser://HOST[:PORT]/IQN/LUN -q DEPTH -o SIZE -w WORKLOAD
+//!                   [-M READ_PCT] -t SECONDS [-m MASK] [--output text|json] [--poll-only]
 //! ```
 //!
 //! Exit status: 0 when every I/O succeeded, 1 when some failed or miscompared
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ferrite_perf::bdevperf::{self, EXIT_USAGE};
-use ferrite_perf::{iscsi, size, wakeup, Workload};
+use ferrite_perf::{iscsi, iser, size, wakeup, Workload};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,6 +41,8 @@ enum Cmd {
     Reactor(ReactorArgs),
     /// Drive iSCSI targets over TCP with ferrite's own initiator on the reactors.
     Iscsi(IscsiArgs),
+    /// Load an iSER target over RDMA verbs: one connection per reactor.
+    Iser(IserArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -141,6 +145,41 @@ struct IscsiArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct IserArgs {
+    /// Target LUN: iser://HOST[:PORT]/IQN/LUN (HOST: the IP address of an
+    /// RDMA interface).
+    #[arg(short = 'u', long = "url")]
+    url: String,
+    /// I/Os kept in flight per connection.
+    #[arg(short = 'q', long = "queue-depth")]
+    depth: usize,
+    /// Bytes per I/O, up to 128 KiB (a multiple of the LUN's block size).
+    #[arg(short = 'o', long = "io-size", value_parser = size::parse_size)]
+    io_size: usize,
+    /// randread, randwrite, read, write, randrw or rw.
+    #[arg(short = 'w', long = "workload", value_parser = Workload::parse)]
+    workload: Workload,
+    /// Percentage of reads for randrw/rw.
+    #[arg(short = 'M', long = "rwmixread", default_value_t = 50)]
+    read_pct: u32,
+    /// Run time in seconds.
+    #[arg(short = 't', long = "time")]
+    seconds: f64,
+    /// Hex core mask of the initiator's reactors: one connection (session) each.
+    #[arg(short = 'm', long = "cpumask", default_value = "0x1")]
+    mask: String,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Reactors never sleep.
+    #[arg(long)]
+    poll_only: bool,
+    /// The initiator's iSCSI name.
+    #[arg(long = "initiator-name", default_value = iscsi::DEFAULT_INITIATOR_NAME)]
+    initiator_name: String,
+}
+
+#[derive(clap::Args, Debug)]
 struct ReactorArgs {
     /// Measuring time per mode (sleeping, then poll-only), in seconds.
     #[arg(short = 't', long = "time", default_value_t = 2.0)]
@@ -172,7 +211,7 @@ fn main() {
                 std::process::exit(0);
             }
             if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                usage("missing subcommand: bdev, reactor or iscsi (see ferrite-perf --help)");
+                usage("missing subcommand: bdev, reactor, iscsi or iser (see ferrite-perf --help)");
             }
             // One line: clap's first paragraph, without its "error: " prefix.
             let text = e.to_string();
@@ -234,6 +273,22 @@ fn main() {
                 chap_secret: a.chap_secret,
                 header_digest: a.header_digest,
                 data_digest: a.data_digest,
+                poll_only: a.poll_only,
+                initiator_name: a.initiator_name,
+            })
+        }
+        Cmd::Iser(a) => {
+            let cores = ferrite_reactor::parse_core_mask(&a.mask).unwrap_or_else(|e| usage(e));
+            iser::main(iser::Options {
+                url: a.url,
+                workload: a.workload,
+                depth: a.depth,
+                io_size: a.io_size,
+                read_pct: a.read_pct,
+                seconds: a.seconds,
+                mask: a.mask,
+                cores,
+                json: a.output == Output::Json,
                 poll_only: a.poll_only,
                 initiator_name: a.initiator_name,
             })
