@@ -2,7 +2,7 @@
 # Guest script (not in CI): iSER performance in one VM run, over soft-RoCE rxe0.
 #
 #   cargo build --release --bins
-#   test/vm/run.sh --timeout 1800 perf/iser-vm.sh [--seconds S]
+#   test/vm/run.sh --timeout 1800 perf/iser-vm.sh [--seconds S] [--poll-only] [--only REGEX] [--no-fio]
 #
 # Three targets, each a 256 MiB RAM-backed LUN 0 on 169.254.77.1:
 #   ferrite iSER  ferrite-tgt (one reactor, core 0), iSER portal :3260, malloc bdev
@@ -14,6 +14,9 @@
 # at QD32, 128 KiB random read at QD32. Then ferrite-perf iser (core 1) against both iSER
 # targets: the same three read jobs.
 #
+# --poll-only runs ferrite-tgt with --poll-only (its reactor never sleeps); --only runs the
+# jobs whose name matches REGEX (grep -E); --no-fio runs only the ferrite-perf jobs.
+#
 # Reported: IOPS, MiB/s, mean and p99 completion latency (fio's clat), and CPU: for
 # ferrite its reactor's busy share (framework_get_reactors), for every run the guest's
 # whole non-idle CPU over the run (/proc/stat: initiator and target together, both vCPUs).
@@ -24,9 +27,15 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../test/vm/lib.sh"
 
 RUNTIME=10
+POLL_ONLY=
+ONLY=.
+NO_FIO=
 while [ "$#" -gt 0 ]; do
     case $1 in
     --seconds) RUNTIME=$2; shift 2 ;;
+    --poll-only) POLL_ONLY=1; shift ;;
+    --only) ONLY=$2; shift 2 ;;
+    --no-fio) NO_FIO=1; shift ;;
     *) fail "unknown argument $1" ;;
     esac
 done
@@ -58,6 +67,13 @@ cat >"$config" <<JSON
 JSON
 
 say "kernel $(uname -r); $(nproc) vCPUs; fio $(fio --version)"
+if [ -n "$POLL_ONLY" ]; then
+    # lib.sh starts $FERRITE_TGT_BIN: a wrapper adds the flag (exec keeps the PID).
+    printf '#!/bin/sh\nexec %s --poll-only "$@"\n' "$FERRITE_TGT_BIN" >"$VM_WORK/ferrite-tgt-poll"
+    chmod +x "$VM_WORK/ferrite-tgt-poll"
+    FERRITE_TGT_BIN=$VM_WORK/ferrite-tgt-poll
+    say "ferrite-tgt runs with --poll-only"
+fi
 FERRITE_CPUMASK=0x1 ferrite_start "$config"
 lio_iscsi_ramdisk "$LIO_IQN" "$IP:3262" "$MIB"
 modprobe ib_isert || fail "modprobe ib_isert"
@@ -137,6 +153,8 @@ jobs=("4k-randread-qd1:--rw=randread --bs=4k --iodepth=1"
 k=0
 for job in "${jobs[@]}"; do
     name=${job%%:*}
+    [ -z "$NO_FIO" ] || continue
+    grep -Eq -- "$ONLY" <<<"$name" || continue
     read -ra args <<<"${job#*:}"
     order=("ferrite iSER:$dev_fi" "LIO iSER:$dev_li" "ferrite TCP:$dev_ft")
     if [ $((k % 2)) -eq 1 ]; then
@@ -181,6 +199,7 @@ pjobs=("4k-randread-qd1:-w randread -o 4k -q 1"
 k=0
 for job in "${pjobs[@]}"; do
     name=${job%%:*}
+    grep -Eq -- "$ONLY" <<<"$name" || continue
     read -ra args <<<"${job#*:}"
     order=("ferrite iSER:iser://$IP:3260/$IQN/0" "LIO iSER:iser://$IP:3262/$LIO_IQN/0")
     [ $((k % 2)) -eq 0 ] || order=("${order[1]}" "${order[0]}")

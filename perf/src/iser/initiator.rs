@@ -25,8 +25,26 @@ const CM_REQUEST: [u8; 4] = [0xc0, 0, 0, 0];
 const ISER_HEADER_LEN: usize = 28;
 /// iSER header + BHS: the whole of every command we send.
 const SEND_LEN: usize = ISER_HEADER_LEN + BHS_LEN;
-/// ITT of the login and control commands (slots use 0..depth).
-const ITT_CONTROL: u32 = 0x00ff_0000;
+/// ITTs of the login and control commands have this bit; a slot's commands
+/// carry the slot index in bits 0..16 and a generation in bits 16..31, so an
+/// ITT is never reused right after its response (a target may still hold
+/// the finished task until its response SEND completes).
+const ITT_CONTROL: u32 = 0x8000_0000;
+const ITT_SLOT_MASK: u32 = 0xffff;
+/// What we propose in the operational stage (each `KEY=VALUE`).
+const OPERATIONAL_KEYS: [&str; 11] = [
+    "HeaderDigest=None",
+    "DataDigest=None",
+    "RDMAExtensions=Yes",
+    "InitiatorRecvDataSegmentLength=8192",
+    "TargetRecvDataSegmentLength=8192",
+    "MaxBurstLength=16776192",
+    "FirstBurstLength=65536",
+    "ImmediateData=No",
+    "InitialR2T=Yes",
+    "MaxOutstandingR2T=1",
+    "ErrorRecoveryLevel=0",
+];
 /// Work request tags of control SENDs (slots' SENDs carry the slot index).
 const CONTROL_TAGS: u32 = 0x1000_0000;
 
@@ -65,6 +83,8 @@ enum Control {
 }
 
 struct Slot {
+    /// The ITT of the slot's command in flight.
+    itt: u32,
     /// The command PDU (iSER header + BHS).
     send: Buffer,
     /// The data the target reads (writes) or writes into (reads).
@@ -78,6 +98,8 @@ pub struct Initiator {
     /// Remote key of the arena (registered once, remote read and write).
     rkey: Cell<u32>,
     control: Cell<Control>,
+    /// The target agreed to RDMAExtensions=Yes in some login response.
+    rdma_extensions: Cell<bool>,
     control_data: RefCell<Option<Buffer>>,
     /// Control SENDs in flight, by tag.
     control_sends: RefCell<HashMap<u32, Buffer>>,
@@ -115,6 +137,7 @@ impl Initiator {
             conn: RefCell::new(None),
             rkey: Cell::new(0),
             control: Cell::new(Control::None),
+            rdma_extensions: Cell::new(false),
             control_data: RefCell::new(None),
             control_sends: RefCell::new(HashMap::new()),
             next_control_tag: Cell::new(CONTROL_TAGS),
@@ -183,6 +206,11 @@ impl Initiator {
         }
     }
 
+    fn next_control_itt(&self) -> u32 {
+        let tag = self.next_control_tag.get();
+        ITT_CONTROL | (tag & 0x7fff_ffff)
+    }
+
     fn login_stage(&self, csg: u8, nsg: u8, keys: &str) {
         let text: Vec<u8> = keys.split(' ').flat_map(|k| k.bytes().chain([0])).collect();
         let bhs = pdu::LoginRequest {
@@ -220,7 +248,7 @@ impl Initiator {
             write: false,
             final_: true,
             lun: self.setup.lun,
-            itt: ITT_CONTROL + 1,
+            itt: self.next_control_itt(),
             edtl: read_len,
             cmd_sn: self.cmd_sn.get(),
             exp_stat_sn: self.exp_stat_sn.get(),
@@ -249,6 +277,7 @@ impl Initiator {
             };
             data.fill((k as u8) | 0x80);
             slots.push(Slot {
+                itt: k as u32,
                 send: Buffer::alloc(SEND_LEN).expect("a send buffer"),
                 data,
                 started: Instant::now(),
@@ -285,7 +314,7 @@ impl Initiator {
     pub fn logout(&self) {
         let bhs = pdu::LogoutRequest {
             reason: pdu::LOGOUT_CLOSE_SESSION,
-            itt: ITT_CONTROL + 2,
+            itt: self.next_control_itt(),
             cid: 0,
             cmd_sn: self.cmd_sn.get(),
             exp_stat_sn: self.exp_stat_sn.get(),
@@ -339,6 +368,8 @@ impl Initiator {
         let cdb = pdu::rw16(write, unit * u64::from(blocks), blocks);
         let mut slots = self.slots.borrow_mut();
         let slot = &mut slots[k];
+        let generation = ((slot.itt >> 16) + 1) & 0x7fff;
+        slot.itt = (generation << 16) | k as u32;
         let buffer = RemoteBuffer {
             stag: self.rkey.get(),
             va: slot.data.as_ptr() as u64,
@@ -352,7 +383,7 @@ impl Initiator {
             write,
             final_: true,
             lun: self.setup.lun,
-            itt: k as u32,
+            itt: slot.itt,
             edtl: self.setup.io_size as u32,
             cmd_sn: self.cmd_sn.get(),
             exp_stat_sn: self.exp_stat_sn.get(),
@@ -410,23 +441,36 @@ impl Initiator {
         let transit = bhs[1] & pdu::LOGIN_TRANSIT != 0;
         let nsg = bhs[1] & 3;
         match (transit, nsg) {
-            (true, 1) => self.login_stage(
-                1,
-                3,
-                "HeaderDigest=None DataDigest=None RDMAExtensions=Yes \
-                 InitiatorRecvDataSegmentLength=8192 TargetRecvDataSegmentLength=8192 \
-                 MaxBurstLength=16776192 FirstBurstLength=65536 ImmediateData=No \
-                 InitialR2T=Yes MaxOutstandingR2T=1 ErrorRecoveryLevel=0 MaxConnections=1 \
-                 MaxOutstandingUnexpectedPDUs=0",
-            ),
+            (true, 1) => self.login_stage(1, 3, &OPERATIONAL_KEYS.join(" ")),
             (true, 3) => {
                 let text = String::from_utf8_lossy(data);
-                if !text.contains("RDMAExtensions=Yes") {
+                if !text.contains("RDMAExtensions=Yes") && !self.rdma_extensions.get() {
                     return self.fail(format!("the target refused RDMAExtensions: {text:?}"));
                 }
                 self.cmd_sn.set(pdu::exp_cmd_sn(bhs));
                 self.max_cmd_sn.set(pdu::max_cmd_sn(bhs));
                 self.full_feature();
+            }
+            (false, _) if bhs[1] >> 2 & 3 == 1 => {
+                // The target proposed keys of its own (LIO: DefaultTime2Wait,
+                // DefaultTime2Retain...) and waits for our answers: take its
+                // values and ask to move on.
+                let text = String::from_utf8_lossy(data);
+                if text.contains("RDMAExtensions=Yes") {
+                    self.rdma_extensions.set(true);
+                }
+                // Answer only the keys it proposed (not its answers to ours).
+                let answers: Vec<&str> = text
+                    .split('\0')
+                    .filter(|kv| {
+                        kv.split_once('=').is_some_and(|(k, _)| {
+                            !OPERATIONAL_KEYS
+                                .iter()
+                                .any(|o| o.split_once('=').is_some_and(|(ok, _)| ok == k))
+                        })
+                    })
+                    .collect();
+                self.login_stage(1, 3, &answers.join(" "));
             }
             _ => self.fail(format!(
                 "unexpected login response (transit {transit}, next stage {nsg})"
@@ -487,11 +531,17 @@ impl Initiator {
     fn scsi_response(&self, bhs: &Bhs, data: &[u8]) {
         let itt = pdu::itt(bhs);
         let status = bhs[3];
-        if itt >= ITT_CONTROL {
+        if itt & ITT_CONTROL != 0 {
             return self.control_response(status, data);
         }
-        let k = itt as usize;
-        let Some(started) = self.slots.borrow().get(k).map(|s| s.started) else {
+        let k = (itt & ITT_SLOT_MASK) as usize;
+        let Some(started) = self
+            .slots
+            .borrow()
+            .get(k)
+            .filter(|s| s.itt == itt)
+            .map(|s| s.started)
+        else {
             return self.fail(format!("a response for unknown ITT {itt:#x}"));
         };
         let ns = started.elapsed().as_nanos() as u64;
@@ -559,6 +609,11 @@ impl rdma::Handler for Initiator {
             opcode::NOP_IN => self.nop_in(&bhs, data),
             opcode::LOGOUT_RESPONSE => self.set_phase(Phase::LoggedOut),
             opcode::ASYNC_MESSAGE => {}
+            opcode::REJECT => self.fail(format!(
+                "the target rejected a PDU (reason {:#x}): {:02x?}",
+                bhs[2],
+                &data[..data.len().min(BHS_LEN)]
+            )),
             op => self.fail(format!("unexpected PDU from the target: opcode {op:#x}")),
         }
     }
