@@ -26,9 +26,9 @@ shift $((OPTIND - 1))
 DEV=${1:-/dev/ng0n1}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PERF=${FERRITE_PERF_BIN:-$ROOT/target/release/ferrite-perf}
-for tool in fio python3 "$PERF"; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }
-done
+# shellcheck source=perf/vs-fio-lib.sh
+source "$ROOT/perf/vs-fio-lib.sh"
+vs_fio_require fio python3 "$PERF"
 [ -c "$DEV" ] || { echo "$DEV is not a char device" >&2; exit 2; }
 
 CFG=$(mktemp /tmp/nvme-vs-fio.XXXXXX.json)
@@ -41,39 +41,15 @@ echo "kernel $(uname -r), $(fio --version), $DEV, ${SECS}s per run" >&2
 fio --name=fill --filename="$DEV" --ioengine=io_uring_cmd --cmd_type=nvme --rw=write --bs=128k \
     --iodepth=32 --output=/dev/null
 
-# name  fio-rw     perf-workload  block size  depth
-JOBS=(
-    "randread-4k-qd1    randread   randread   4k    1"
-    "randread-4k-qd32   randread   randread   4k    32"
-    "randread-4k-qd128  randread   randread   4k    128"
-    "randwrite-4k-qd1   randwrite  randwrite  4k    1"
-    "randwrite-4k-qd32  randwrite  randwrite  4k    32"
-    "randwrite-4k-qd128 randwrite  randwrite  4k    128"
-    "read-128k-qd32     read       read       128k  32"
-    "write-128k-qd32    write      write      128k  32"
-)
-
 fio_iops() { # rw bs depth
     fio --name=peer --filename="$DEV" --ioengine=io_uring_cmd --cmd_type=nvme \
-        --rw="$1" --bs="$2" --iodepth="$3" --numjobs=1 --cpus_allowed=0 \
-        --time_based --runtime="$SECS" --norandommap --randrepeat=0 --group_reporting \
-        --output-format=json |
-        python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print(int(j["read"]["iops"] + j["write"]["iops"]))'
+        --rw="$1" --bs="$2" --iodepth="$3" \
+        "${VS_FIO_TIMED[@]}" | fio_json_iops
 }
 
 perf_iops() { # workload bs depth
     "$PERF" bdev -c "$CFG" -s 64 -w "$1" -o "$2" -q "$3" -t "$SECS" -m 0x1 --output json \
-        2>/dev/null | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["total"]["iops"]))'
+        2>/dev/null | perf_json_iops
 }
 
-echo "| job | round | fio io_uring_cmd IOPS | ferrite nvme bdev IOPS | ferrite / fio |"
-echo "| --- | ---: | ---: | ---: | ---: |"
-for j in "${JOBS[@]}"; do
-    read -r name rw wl bs qd <<<"$j"
-    for r in $(seq 1 "$ROUNDS"); do
-        f=$(fio_iops "$rw" "$bs" "$qd")
-        p=$(perf_iops "$wl" "$bs" "$qd")
-        ratio=$(awk -v a="$p" -v b="$f" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-        echo "| $name | $r | $f | $p | **$ratio** |"
-    done
-done
+vs_fio_table "fio io_uring_cmd IOPS" "ferrite nvme bdev IOPS"

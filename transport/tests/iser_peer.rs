@@ -11,22 +11,24 @@
 //! 64 MiB, 512-byte blocks, no CHAP). The host has no RDMA, so they are
 //! ignored by default.
 
+mod common;
+
+use common::{wait_for, Bed, WAIT};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ferrite_reactor as reactor;
 use ferrite_reactor::mem::{self, Buffer, MemConfig};
-use ferrite_reactor::{self as reactor, Handle, Runtime, RuntimeConfig};
 use ferrite_transport::iser::{parse_message, Hello, IserHeader, IserMessage, RemoteBuffer};
 use ferrite_transport::rdma::{
     self, CloseReason, Conn, ConnectFailure, Done, Handler, QpConfig, Recv, WcError, Wr,
 };
 
-const WAIT: Duration = Duration::from_secs(30);
 /// The iSER CM private data: no zero-based addresses, and no SEND with
 /// invalidate (the arena's key is a plain memory region, which a remote
 /// invalidation could only break), as libiscsi sends it.
@@ -48,68 +50,19 @@ fn target_iqn() -> String {
 // One reactor for the initiator side, and running closures on it.
 // ---------------------------------------------------------------------------
 
-struct Bed {
-    rt: Option<Runtime>,
-    handle: Handle,
-}
-
-impl Bed {
-    fn start() -> Bed {
-        mem::init(&MemConfig {
+/// One reactor, on the last core, for the initiator side.
+fn bed() -> Bed {
+    let cores = reactor::available_cores();
+    Bed::start(
+        &MemConfig {
             heap_mb: 2,
             small_count: 1024,
             large_count: 64,
             hugepages: false,
-        })
-        .expect("buffer arena");
-        let cores = reactor::available_cores();
-        let rt = Runtime::start(
-            RuntimeConfig {
-                cores: vec![cores[cores.len() - 1]],
-                poll_only: false,
-                idle_sleep: Duration::from_micros(200),
-                msg_queue_depth: 256,
-            },
-            || {},
-        )
-        .expect("reactor");
-        let handle = rt.handle();
-        Bed {
-            rt: Some(rt),
-            handle,
-        }
-    }
-
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let (tx, rx) = mpsc::channel();
-        self.handle
-            .try_send(
-                0,
-                Box::new(move || {
-                    let _ = tx.send(f());
-                }),
-            )
-            .map_err(|e| e.to_string())
-            .expect("message to the reactor");
-        rx.recv_timeout(WAIT).expect("the reactor answered")
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        self.handle.stop();
-        if let Some(rt) = self.rt.take() {
-            rt.wait();
-        }
-    }
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+        },
+        vec![cores[cores.len() - 1]],
+        256,
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -194,7 +147,7 @@ fn connect_with(bed: &Bed, qp: QpConfig, private_data: &'static [u8]) -> Peer {
     let log = SharedLog::default();
     let l2 = log.clone();
     let addr = target_addr();
-    let index = bed.run(move || {
+    let index = bed.run(0, move || {
         let ini = Rc::new(Initiator {
             log: l2,
             inflight: RefCell::new(HashMap::new()),
@@ -234,7 +187,7 @@ impl Peer {
     fn send(&mut self, bed: &Bed, bytes: Vec<u8>) {
         let (i, tag) = (self.index, self.next_tag);
         self.next_tag += 1;
-        bed.run(move || {
+        bed.run(0, move || {
             CLIENTS.with(|c| {
                 let c = c.borrow();
                 let (conn, ini) = &c[i];
@@ -266,7 +219,7 @@ impl Peer {
 
     fn disconnect(&self, bed: &Bed) {
         let i = self.index;
-        bed.run(move || CLIENTS.with(|c| c.borrow()[i].0.disconnect()));
+        bed.run(0, move || CLIENTS.with(|c| c.borrow()[i].0.disconnect()));
         self.wait_closed("our disconnect to complete");
     }
 
@@ -274,7 +227,7 @@ impl Peer {
     /// region of `len` bytes (large buffers, kept for the process).
     fn region(&self, bed: &Bed, len: usize) -> RemoteBuffer {
         let i = self.index;
-        bed.run(move || {
+        bed.run(0, move || {
             CLIENTS.with(|c| {
                 let c = c.borrow();
                 let conn = &c[i].0;
@@ -455,7 +408,7 @@ fn scsi_response(peer: &mut Peer, s: &mut Session, what: &str) -> (u8, u8) {
 #[test]
 #[ignore = "needs ferrite-tgt on an iSER portal (test/vm/iser.sh runs it)"]
 fn a_connect_request_allowing_no_rdma_read_is_rejected_and_odd_flags_are_accepted() {
-    let bed = Bed::start();
+    let bed = bed();
     // Responder resources 0: the target could never fetch write data.
     let no_reads = QpConfig {
         responder_resources: 0,
@@ -494,7 +447,7 @@ fn a_connect_request_allowing_no_rdma_read_is_rejected_and_odd_flags_are_accepte
 #[test]
 #[ignore = "needs ferrite-tgt on an iSER portal (test/vm/iser.sh runs it)"]
 fn a_hello_gets_a_hello_reply() {
-    let bed = Bed::start();
+    let bed = bed();
     let mut peer = connect(&bed);
     let hello = Hello {
         max_version: 1,
@@ -535,7 +488,7 @@ fn a_hello_gets_a_hello_reply() {
 #[test]
 #[ignore = "needs ferrite-tgt on an iSER portal (test/vm/iser.sh runs it)"]
 fn malformed_iser_messages_end_their_connection() {
-    let bed = Bed::start();
+    let bed = bed();
     let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
     let mut nop = [0u8; 48];
     nop[0] = 0x40; // NOP-Out, immediate
@@ -588,7 +541,7 @@ fn an_initiator_killed_while_the_target_reads_its_write_data() {
     if std::env::var(VANISH_ENV).is_ok() {
         // The child: log in, queue 32 writes of 1 MiB (all fetched by RDMA
         // READ), say so once the first has completed, and wait to be killed.
-        let bed = Bed::start();
+        let bed = bed();
         let mut peer = connect(&bed);
         let mut s = login(&bed, &mut peer);
         // The write data: the first MiB of the arena's I/O region, all of it
@@ -645,12 +598,12 @@ fn an_initiator_killed_while_the_target_reads_its_write_data() {
     println!("initiator killed with up to 31 writes of 1 MiB queued or being read");
 
     // The target still serves a new connection: log in, write and read back.
-    let bed = Bed::start();
+    let bed = bed();
     let mut peer = connect(&bed);
     let mut s = login(&bed, &mut peer);
     let out_buf = peer.region(&bed, 64 * 1024);
     let in_buf = peer.region(&bed, 64 * 1024);
-    bed.run(move || {
+    bed.run(0, move || {
         REGION.with(|r| {
             let mut r = r.borrow_mut();
             let n = r.len();
@@ -666,7 +619,7 @@ fn an_initiator_killed_while_the_target_reads_its_write_data() {
     let cmd = scsi_command(&mut s, Some(false), 4096, 128, in_buf);
     peer.send(&bed, cmd);
     assert_eq!(scsi_response(&mut peer, &mut s, "the read"), (0, 0));
-    let same = bed.run(|| {
+    let same = bed.run(0, || {
         REGION.with(|r| {
             let r = r.borrow();
             let n = r.len();
@@ -684,7 +637,7 @@ fn an_initiator_killed_while_the_target_reads_its_write_data() {
 #[test]
 #[ignore = "needs ferrite-tgt on an iSER portal (test/vm/iser.sh runs it)"]
 fn bad_stags_end_their_connection() {
-    let bed = Bed::start();
+    let bed = bed();
     for write in [true, false] {
         let mut peer = connect(&bed);
         let mut s = login(&bed, &mut peer);

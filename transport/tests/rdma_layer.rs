@@ -13,15 +13,18 @@
 //! the initiators run on reactor 0. So each side has its own CQ and SRQ, and
 //! accepting moves the request's CM id across threads as a target does.
 
+mod common;
+
+use common::{wait_for, Bed, WAIT};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrite_reactor::mem::{self, Buffer, MemConfig};
-use ferrite_reactor::{self as reactor, Handle, Poll, Runtime, RuntimeConfig};
+use ferrite_reactor::{self as reactor, Poll};
 use ferrite_transport::rdma::{
     self, CloseReason, Conn, ConnectFailure, Done, Handler, QpConfig, Recv, Remote, WcError, Wr,
 };
@@ -29,7 +32,6 @@ use ferrite_transport::rdma::{
 const DEFAULT_ADDR: &str = "169.254.77.1";
 const SERVER: usize = 1;
 const CLIENT: usize = 0;
-const WAIT: Duration = Duration::from_secs(20);
 
 // Messages the test initiators send (first byte), and what the target does.
 /// Send the payload back.
@@ -50,15 +52,12 @@ fn rdma_ip() -> IpAddr {
         .expect("FERRITE_RDMA_ADDR is an IP address")
 }
 
-fn init_arena() {
-    mem::init(&MemConfig {
-        heap_mb: 2,
-        small_count: 4096,
-        large_count: 128,
-        hugepages: true,
-    })
-    .expect("buffer arena");
-}
+const ARENA: MemConfig = MemConfig {
+    heap_mb: 2,
+    small_count: 4096,
+    large_count: 128,
+    hugepages: true,
+};
 
 /// What one side of a connection saw (read by the test thread).
 #[derive(Default, Debug)]
@@ -90,65 +89,14 @@ fn log_of(l: &SharedLog) -> std::sync::MutexGuard<'_, Log> {
     l.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The reactors, and running closures on them from the test thread.
-struct Bed {
-    rt: Option<Runtime>,
-    handle: Handle,
-}
-
-impl Bed {
-    fn start() -> Bed {
-        init_arena();
-        let cores = reactor::available_cores();
-        let rt = Runtime::start(
-            RuntimeConfig {
-                cores: (0..2).map(|i| cores[i % cores.len()]).collect(),
-                poll_only: false,
-                idle_sleep: Duration::from_micros(200),
-                msg_queue_depth: 256,
-            },
-            || {},
-        )
-        .expect("reactors");
-        let handle = rt.handle();
-        Bed {
-            rt: Some(rt),
-            handle,
-        }
-    }
-
-    /// Runs `f` on reactor `r` and returns what it returns.
-    fn run<T: Send + 'static>(&self, r: usize, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let (tx, rx) = mpsc::channel();
-        self.handle
-            .try_send(
-                r,
-                Box::new(move || {
-                    let _ = tx.send(f());
-                }),
-            )
-            .map_err(|e| e.to_string())
-            .expect("message to reactor");
-        rx.recv_timeout(WAIT).expect("reactor answered")
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        self.handle.stop();
-        if let Some(rt) = self.rt.take() {
-            rt.wait();
-        }
-    }
-}
-
-/// Waits until `cond` holds, failing the test with `what` after WAIT.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+/// Reactors 0 (CLIENT) and 1 (SERVER), on two cores when there are two.
+fn bed() -> Bed {
+    let cores = reactor::available_cores();
+    Bed::start(
+        &ARENA,
+        (0..2).map(|i| cores[i % cores.len()]).collect(),
+        256,
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -584,7 +532,7 @@ fn established_with(log: &SharedLog, what: &str) -> Vec<u8> {
 #[test]
 #[ignore = "needs an RDMA device (run in the VM test bed: test/vm/run.sh test/vm/rdma-layer.sh)"]
 fn connect_accept_with_private_data_both_ways_then_send_recv_through_the_srq() {
-    let bed = Bed::start();
+    let bed = bed();
     let (addr, targets) = start_target(&bed, 18515);
     let (c, clog) = connect(&bed, addr, b"client-hello:login");
     let answer = established_with(&clog, "the client to be established");
@@ -670,7 +618,7 @@ fn connect_accept_with_private_data_both_ways_then_send_recv_through_the_srq() {
 #[test]
 #[ignore = "needs an RDMA device (run in the VM test bed: test/vm/run.sh test/vm/rdma-layer.sh)"]
 fn rdma_read_then_write_and_send_chain_with_one_signalled_completion() {
-    let bed = Bed::start();
+    let bed = bed();
     let (addr, targets) = start_target(&bed, 18516);
     let (c, clog) = connect(&bed, addr, b"client-hello:rw");
     established_with(&clog, "the client to be established");
@@ -747,7 +695,7 @@ fn rdma_read_then_write_and_send_chain_with_one_signalled_completion() {
 fn many_qps_share_one_cq_and_srq_per_reactor() {
     const N: usize = 16;
     const MSGS: usize = 20;
-    let bed = Bed::start();
+    let bed = bed();
     let (addr, targets) = start_target(&bed, 18517);
     let clients: Vec<_> = (0..N).map(|_| connect(&bed, addr, b"many")).collect();
     for (_, log) in &clients {
@@ -805,7 +753,7 @@ fn many_qps_share_one_cq_and_srq_per_reactor() {
 #[test]
 #[ignore = "needs an RDMA device (run in the VM test bed: test/vm/run.sh test/vm/rdma-layer.sh)"]
 fn a_reject_carries_private_data_to_the_initiator() {
-    let bed = Bed::start();
+    let bed = bed();
     let (addr, targets) = start_target(&bed, 18518);
     let (_, clog) = connect(&bed, addr, b"REJECT-me please");
     wait_for("the client to be closed", || log_of(&clog).closed);
@@ -830,7 +778,7 @@ fn a_reject_carries_private_data_to_the_initiator() {
 #[test]
 #[ignore = "needs an RDMA device (run in the VM test bed: test/vm/run.sh test/vm/rdma-layer.sh)"]
 fn connecting_to_a_port_nobody_listens_on_fails_cleanly() {
-    let bed = Bed::start();
+    let bed = bed();
     let addr = SocketAddr::new(rdma_ip(), 18519);
     let (_, clog) = connect(&bed, addr, b"anyone?");
     wait_for("the client to be closed", || log_of(&clog).closed);
@@ -848,7 +796,7 @@ fn connecting_to_a_port_nobody_listens_on_fails_cleanly() {
 #[test]
 #[ignore = "needs an RDMA device (run in the VM test bed: test/vm/run.sh test/vm/rdma-layer.sh)"]
 fn a_sleeping_reactor_is_woken_by_a_completion() {
-    let bed = Bed::start();
+    let bed = bed();
     let (addr, targets) = start_target(&bed, 18520);
     let (c, clog) = connect(&bed, addr, b"sleepy");
     established_with(&clog, "the client to be established");
@@ -896,7 +844,7 @@ fn a_peer_killed_mid_transfer_ends_every_read_once_and_leaks_nothing() {
     if let Ok(target) = std::env::var(PEER_ENV) {
         // The child: connect, offer a region for the target to read, and wait
         // to be killed.
-        let bed = Bed::start();
+        let bed = bed();
         let addr: SocketAddr = target.parse().expect("target address");
         let (c, clog) = connect(&bed, addr, b"peer-to-be-killed");
         established_with(&clog, "the peer to be established");
@@ -914,7 +862,7 @@ fn a_peer_killed_mid_transfer_ends_every_read_once_and_leaks_nothing() {
         panic!("the peer was not killed");
     }
 
-    let bed = Bed::start();
+    let bed = bed();
     let (addr, targets) = start_target(&bed, 18521);
     let exe = std::env::current_exe().expect("test binary");
     let mut child = std::process::Command::new(exe)
@@ -972,7 +920,7 @@ fn a_peer_killed_mid_transfer_ends_every_read_once_and_leaks_nothing() {
 #[test]
 #[ignore = "needs an RDMA device (run in the VM test bed: test/vm/run.sh test/vm/rdma-layer.sh)"]
 fn a_read_with_a_bad_rkey_fails_flushes_what_follows_and_closes_only_that_connection() {
-    let bed = Bed::start();
+    let bed = bed();
     let (addr, targets) = start_target(&bed, 18522);
     let (good, glog) = connect(&bed, addr, b"bystander");
     established_with(&glog, "the bystander to be established");
@@ -1043,7 +991,7 @@ fn two_part_receives_put_what_follows_the_header_at_the_start_of_its_own_buffer(
         recv_len: mem::SMALL_BUF_SIZE,
         ..rdma::RdmaConfig::default()
     });
-    let bed = Bed::start();
+    let bed = bed();
     let (addr, targets) = start_target(&bed, 18523);
     let (c, clog) = connect(&bed, addr, b"two-part");
     established_with(&clog, "the client to be established");
@@ -1088,7 +1036,7 @@ fn read_depths_follow_what_each_side_offers() {
     // The initiator will issue at most 2 READs and serve 5; the target offers
     // 16 both ways. Each side's READ depth is bounded by what the other
     // serves: the target may read 5 at once, the initiator 2.
-    let bed = Bed::start();
+    let bed = bed();
     let (addr, targets) = start_target(&bed, 18524);
     let qp = QpConfig {
         initiator_depth: 2,

@@ -9,22 +9,22 @@
 //! `test/vm/srp.sh` runs it in the VM against its target; on the host (no
 //! RDMA) it is ignored.
 
+mod common;
+
+use common::{wait_for, Bed};
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
-use ferrite_reactor::mem::{self, Buffer, MemConfig};
-use ferrite_reactor::{self as reactor, Handle, Runtime, RuntimeConfig};
+use ferrite_reactor as reactor;
+use ferrite_reactor::mem::{Buffer, MemConfig};
 use ferrite_transport::rdma::{
     self, CloseReason, Conn, ConnectFailure, Done, Handler, Recv, WcError, Wr,
 };
 use ferrite_transport::srp::iu::{
     BuildBuf, CmdBuilder, Desc, LoginReq, LoginRsp, PortId, RspView, IMMED_REQUESTED,
 };
-
-const WAIT: Duration = Duration::from_secs(20);
 
 #[derive(Default, Debug)]
 struct Log {
@@ -76,68 +76,18 @@ thread_local! {
     static KEEP: RefCell<Vec<Buffer>> = const { RefCell::new(Vec::new()) };
 }
 
-struct Bed {
-    rt: Option<Runtime>,
-    handle: Handle,
-}
-
-impl Bed {
-    fn start() -> Bed {
-        mem::init(&MemConfig {
+/// One reactor, on the first core, for the initiator side.
+fn bed() -> Bed {
+    Bed::start(
+        &MemConfig {
             heap_mb: 2,
             small_count: 2048,
             large_count: 16,
             hugepages: true,
-        })
-        .expect("buffer arena");
-        let cores = reactor::available_cores();
-        let rt = Runtime::start(
-            RuntimeConfig {
-                cores: vec![cores[0]],
-                poll_only: false,
-                idle_sleep: Duration::from_micros(200),
-                msg_queue_depth: 64,
-            },
-            || {},
-        )
-        .expect("reactor");
-        let handle = rt.handle();
-        Bed {
-            rt: Some(rt),
-            handle,
-        }
-    }
-
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let (tx, rx) = mpsc::channel();
-        self.handle
-            .try_send(
-                0,
-                Box::new(move || {
-                    let _ = tx.send(f());
-                }),
-            )
-            .map_err(|e| e.to_string())
-            .expect("message to the reactor");
-        rx.recv_timeout(WAIT).expect("the reactor answered")
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        self.handle.stop();
-        if let Some(rt) = self.rt.take() {
-            rt.wait();
-        }
-    }
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+        },
+        vec![reactor::available_cores()[0]],
+        64,
+    )
 }
 
 struct Target {
@@ -172,7 +122,7 @@ fn login(bed: &Bed, t: &Target, multi: bool) -> (usize, Shared) {
         target_port_id: PortId::new(t.id_ext, t.ioc_guid),
     };
     let (addr, l2) = (t.addr, log.clone());
-    let index = bed.run(move || {
+    let index = bed.run(0, move || {
         let handler = Rc::new(Client(l2));
         let conn = rdma::connect(
             addr,
@@ -198,7 +148,7 @@ fn login(bed: &Bed, t: &Target, multi: bool) -> (usize, Shared) {
 /// Sends a READ(10) of 8 blocks (4 KiB) into `remote` (None: into a buffer
 /// this initiator registered) on channel `index`.
 fn read_4k(bed: &Bed, index: usize, tag: u64, bad_rkey: bool) {
-    bed.run(move || {
+    bed.run(0, move || {
         let conn = CONNS.with(|c| c.borrow()[index].clone());
         let data = Buffer::alloc(4096).expect("data buffer");
         let mut remote = conn.remote(&data).expect("rkey");
@@ -242,7 +192,7 @@ fn response(log: &Shared, tag: u64) -> Option<u8> {
 #[ignore = "needs an RDMA device and a ferrite-tgt SRP target (test/vm/srp.sh)"]
 fn bad_rkey_ends_only_its_channel() {
     let t = target();
-    let bed = Bed::start();
+    let bed = bed();
     let (a, log_a) = login(&bed, &t, false);
     let (b, log_b) = login(&bed, &t, true);
 
@@ -276,7 +226,9 @@ fn bad_rkey_ends_only_its_channel() {
     );
     assert!(lock(&log_b).down.is_none(), "channel B stayed up");
 
-    bed.run(|| CONNS.with(|c| c.borrow().iter().for_each(Conn::disconnect)));
+    bed.run(0, || {
+        CONNS.with(|c| c.borrow().iter().for_each(Conn::disconnect))
+    });
     wait_for("both channels closed", || {
         lock(&log_a).closed && lock(&log_b).closed
     });
