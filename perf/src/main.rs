@@ -174,6 +174,11 @@ struct IserArgs {
     /// Reactors never sleep.
     #[arg(long)]
     poll_only: bool,
+    /// Give each command its slot's ITT again as soon as the previous one's
+    /// response is in (RFC 7143 allows it; the target may not yet have seen
+    /// its response SEND complete).
+    #[arg(long)]
+    reuse_itt: bool,
     /// The initiator's iSCSI name.
     #[arg(long = "initiator-name", default_value = iscsi::DEFAULT_INITIATOR_NAME)]
     initiator_name: String,
@@ -291,6 +296,7 @@ fn main() {
                 json: a.output == Output::Json,
                 poll_only: a.poll_only,
                 initiator_name: a.initiator_name,
+                reuse_itt: a.reuse_itt,
             })
         }
         Cmd::Reactor(a) => {

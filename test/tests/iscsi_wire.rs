@@ -427,3 +427,53 @@ fn a_nop_out_without_data_is_answered_without_data() {
     assert_eq!(ping_data(&mut r, 0x11, b"ping data"), b"ping data");
     assert_eq!(ping_data(&mut r, 0x12, b""), b"", "after a ping with data");
 }
+
+/// RFC 7143: an initiator may reuse an ITT once it has that command's
+/// response. Every command here reuses the last one's ITT straight away, and
+/// what was written under it reads back under it.
+#[test]
+fn an_itt_is_free_again_once_its_response_is_in() {
+    let (_t, port) = start();
+    let mut r = Raw::connect(port, IQN);
+    r.login("HeaderDigest=None;DataDigest=None;ImmediateData=Yes;InitialR2T=No;");
+    const ITT: u32 = 9;
+    let response = |r: &mut Raw| -> (u8, Vec<u8>) {
+        let mut data = Vec::new();
+        loop {
+            let p = r.recv().expect("an answer, not a Reject or a close");
+            assert_eq!(get_u32(&p.bhs, 16), ITT, "opcode {:#x}", p.opcode());
+            match p.opcode() {
+                0x25 if p.bhs[1] & 0x01 == 0 => data.extend_from_slice(&p.data),
+                0x25 => {
+                    data.extend_from_slice(&p.data);
+                    return (p.bhs[3], data);
+                }
+                0x21 => return (p.bhs[3], data),
+                op => panic!("unexpected opcode {op:#x}"),
+            }
+        }
+    };
+    assert!(tur(&mut r, ITT), "the first TEST UNIT READY");
+    for round in 0..50u8 {
+        let blocks = 8u16;
+        let pattern = vec![round; blocks as usize * 512];
+        let bhs = r.write10_header(ITT, blocks);
+        r.send(&bhs, &pattern).unwrap();
+        assert_eq!(response(&mut r).0, 0, "round {round}: write status");
+        let mut bhs = [0u8; 48];
+        bhs[0] = 0x01;
+        bhs[1] = 0x80 | 0x40 | 0x01; // F, R, simple
+        put_u32(&mut bhs, 16, ITT);
+        put_u32(&mut bhs, 20, blocks as u32 * 512);
+        put_u32(&mut bhs, 24, r.cmd_sn);
+        put_u32(&mut bhs, 28, r.exp_stat_sn);
+        r.cmd_sn += 1;
+        bhs[32] = 0x28;
+        bhs[39..41].copy_from_slice(&blocks.to_be_bytes());
+        r.send(&bhs, &[]).unwrap();
+        let (status, data) = response(&mut r);
+        assert_eq!(status, 0, "round {round}: read status");
+        assert!(data == pattern, "round {round}: read back what was written");
+    }
+    still_serving(port);
+}

@@ -15,7 +15,8 @@
 #   3. ext4: files and sha256 sums, unmount, logout, login again, the sums match;
 #   4. two sessions at once (the second target node): fio verify on both together;
 #   5. libiscsi over iser:// URLs (Debian's libiscsi links rdma-core): iscsi-inq and
-#      iscsi-readcapacity16 against the first target node;
+#      iscsi-readcapacity16 against the first target node; then ferrite-perf iser reusing
+#      each ITT right after its response (--reuse-itt): served, none refused;
 #   6. bad input from a raw verbs peer (transport/tests/iser_peer.rs, BIN: default the
 #      newest target/release/deps/iser_peer-*) while fio verify runs on the second session:
 #      a connect request allowing no RDMA READ is rejected, odd CM flags accepted, Hello
@@ -137,6 +138,18 @@ out=$(timeout 60 iscsi-inq "$url" 2>&1) || fail "iscsi-inq $url: $out"
 expect_grep "iscsi-inq over iSER" 'FERRITE' "$out"
 out=$(timeout 60 iscsi-readcapacity16 "$url" 2>&1) || fail "iscsi-readcapacity16 $url: $out"
 expect_grep "iscsi-readcapacity16 over iSER (last LBA or bytes)" "$((LUN_MIB * 2048 - 1))|$((LUN_MIB * 1024 * 1024))" "$out"
+rdma_settled 2
+
+# --- 5b. ITTs reused as soon as their response is in (RFC 7143) ----------------------------
+# ferrite-perf iser --reuse-itt: every slot sends each command under the ITT of its last one,
+# right after that one's response, often before the target has seen its response SEND
+# complete. Each must be served, none refused.
+FERRITE_PERF_BIN=${FERRITE_PERF_BIN:-$VM_REPO/target/release/ferrite-perf}
+out=$("$FERRITE_PERF_BIN" iser -u "$url" -m 0x2 -q 8 -o 4k -w randrw -t 3 --reuse-itt \
+    --output json 2>"$VM_WORK/reuse-itt.err") ||
+    fail "ferrite-perf iser --reuse-itt: $out $(cat "$VM_WORK/reuse-itt.err")"
+got=$(python3 -c 'import json, sys; j = json.loads(sys.stdin.read()); print(j["ios"] > 100, j["failed"])' <<<"$out")
+expect_eq "ferrite-perf iser --reuse-itt: over 100 I/Os, none failed" "$got" "True 0"
 rdma_settled 2
 
 # --- 6. bad input from a raw verbs peer, while the second session does I/O -----------------

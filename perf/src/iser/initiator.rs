@@ -27,8 +27,9 @@ const ISER_HEADER_LEN: usize = 28;
 const SEND_LEN: usize = ISER_HEADER_LEN + BHS_LEN;
 /// ITTs of the login and control commands have this bit; a slot's commands
 /// carry the slot index in bits 0..16 and a generation in bits 16..31, so an
-/// ITT is never reused right after its response (a target may still hold
-/// the finished task until its response SEND completes).
+/// ITT is not reused right after its response (unless `--reuse-itt`: RFC 7143
+/// allows it, though a target may still hold the finished task until its
+/// response SEND completes).
 const ITT_CONTROL: u32 = 0x8000_0000;
 const ITT_SLOT_MASK: u32 = 0xffff;
 /// What we propose in the operational stage (each `KEY=VALUE`).
@@ -61,6 +62,8 @@ pub struct Setup {
     pub depth: usize,
     pub io_size: usize,
     pub seed: u64,
+    /// Each slot sends its commands under one ITT (its index).
+    pub reuse_itt: bool,
 }
 
 thread_local! {
@@ -368,7 +371,11 @@ impl Initiator {
         let cdb = pdu::rw16(write, unit * u64::from(blocks), blocks);
         let mut slots = self.slots.borrow_mut();
         let slot = &mut slots[k];
-        let generation = ((slot.itt >> 16) + 1) & 0x7fff;
+        let generation = if self.setup.reuse_itt {
+            0
+        } else {
+            ((slot.itt >> 16) + 1) & 0x7fff
+        };
         slot.itt = (generation << 16) | k as u32;
         let buffer = RemoteBuffer {
             stag: self.rkey.get(),

@@ -53,6 +53,8 @@ pub struct Options {
     pub json: bool,
     pub poll_only: bool,
     pub initiator_name: String,
+    /// A slot's ITT stays the same from command to command.
+    pub reuse_itt: bool,
 }
 
 /// `iser://HOST[:PORT]/IQN/LUN` (libiscsi's spelling): the address and LUN.
@@ -309,6 +311,7 @@ fn drive(
             depth: o.depth,
             io_size: o.io_size,
             seed: mix64(0x15e7 + r as u64),
+            reuse_itt: o.reuse_itt,
         };
         crate::send_blocking(
             handle,

@@ -108,6 +108,10 @@ struct Command {
     /// Data-In PDUs and R2Ts sent (ExpDataSN in the response).
     data_sn: u32,
     executing: bool,
+    /// Its response is queued: the initiator may reuse its ITT once it has
+    /// that response (RFC 7143), while the slot stays until the response is
+    /// written (TCP) or its SEND completes (iSER).
+    responded: bool,
     /// Aborted by task management: send no response.
     aborted: bool,
     /// iSER: the initiator's buffers for this command (no STags over TCP).
@@ -150,13 +154,31 @@ impl TaskDataSlots for Commands {
 impl Commands {
     fn release(&mut self, slot: usize) {
         if let Some(mut c) = self.slots.try_remove(slot) {
-            self.by_itt.remove(&c.itt);
+            self.forget_itt(c.itt, slot);
             if let Some(mut t) = c.task.take() {
                 t.reset();
                 if self.pool.len() < TASK_POOL {
                     self.pool.push(t);
                 }
             }
+        }
+    }
+
+    /// The command in `slot` has its response queued: its ITT is free for a
+    /// new command, though the slot lives until the response is out.
+    fn retire_itt(&mut self, slot: usize) {
+        if let Some(c) = self.slots.get_mut(slot) {
+            c.responded = true;
+            let itt = c.itt;
+            self.forget_itt(itt, slot);
+        }
+    }
+
+    /// Drops the ITT's entry if it still names `slot` (a new command may
+    /// already have taken the ITT over).
+    fn forget_itt(&mut self, itt: u32, slot: usize) {
+        if self.by_itt.get(&itt) == Some(&slot) {
+            self.by_itt.remove(&itt);
         }
     }
 }
@@ -566,6 +588,7 @@ impl Conn {
             seqs: arrayvec::ArrayVec::new(),
             data_sn: 0,
             executing: false,
+            responded: false,
             aborted: false,
             remote,
             write_base: 0,
@@ -862,6 +885,7 @@ impl Conn {
             DataPath::Pdus => self.respond_with_pdus(slot),
             DataPath::Rdma => self.respond_with_rdma(slot),
         }
+        self.inner.borrow_mut().cmds.retire_itt(slot);
     }
 
     /// iSER: the read data by RDMA WRITE to the initiator's read buffer,
@@ -1125,6 +1149,8 @@ impl Conn {
         // Data-Out) end here; those at the SCSI layer are the SCSI layer's.
         let itt = t.itt;
         let ours = |c: &Command| match t.function {
+            // A command with its response queued is done: not abortable.
+            _ if c.responded => false,
             F::AbortTask => c.itt == t.referenced_task_tag,
             F::AbortTaskSet | F::ClearTaskSet | F::LogicalUnitReset => {
                 scsi::decode_lun(&c.lun.0) == lun
@@ -1616,7 +1642,10 @@ fn find_slot(cmds: &Commands, itt: u32, ttt: u32) -> Option<usize> {
     } else {
         *cmds.by_itt.get(&itt)?
     };
-    cmds.slots.get(slot).filter(|c| c.itt == itt).map(|_| slot)
+    cmds.slots
+        .get(slot)
+        .filter(|c| c.itt == itt && !c.responded)
+        .map(|_| slot)
 }
 
 /// The Target Transfer Tag of R2T number `r2t_sn` of the command in `slot`.
