@@ -27,6 +27,7 @@ pub fn register_rdma_methods(methods: &mut Methods) {
                             "devices": s.devices,
                             "posted_recvs": s.posted_recvs,
                             "empty_recv_slots": s.empty_recv_slots,
+                            "held_ids": s.held_ids,
                         })
                     })
                     .collect();

@@ -235,3 +235,51 @@ lio_iscsi_ramdisk() {
     echo 1 >"$tpg/enable"
     say "LIO: $iqn LUN 0 on a $mib MiB rd_mcp ramdisk, portal $portal"
 }
+
+# --- the link under rxe0 ------------------------------------------------------------------
+
+# link_outage SECS: dummy0 (under rxe0) down for SECS seconds, then up. ferrite-tgt is held
+# (SIGSTOP) for half a second across the moment the link goes down, so it has the requests
+# that came in meanwhile to answer when it runs again with the port down: its posts fail
+# (local QP operation error) and it closes those connections during the outage, which is
+# the case that must not send a CM message before the port is back (test/vm/README.md).
+# The initiator sends nothing during the outage unless its own I/O does.
+link_outage() {
+    local secs=$1
+    kill -STOP "$FERRITE_PID"
+    sleep 0.5
+    ip link set dummy0 down
+    kill -CONT "$FERRITE_PID"
+    say "dummy0 down (ferrite-tgt held for 0.5 s across it)"
+    sleep "$secs"
+    ip link set dummy0 up
+    say "dummy0 up after $secs s"
+}
+
+# disk_ios DEV: reads and writes completed on DEV so far (/sys/block/DEV/stat).
+disk_ios() {
+    awk '{ print $1 + $5 }' "/sys/block/$1/stat"
+}
+
+# wait_for_io DEV BEFORE: waits (up to 60 s) until DEV has completed 20 more I/Os than
+# BEFORE (disk_ios), i.e. a job started on it is doing I/O; fails otherwise. fio under TCG
+# can take seconds to start.
+wait_for_io() {
+    local i
+    for i in $(seq 600); do
+        [ "$(disk_ios "$1")" -ge $(($2 + 20)) ] && return 0
+        sleep 0.1
+    done
+    fail "no I/O on /dev/$1 60 s after its fio job started"
+}
+
+# expect_outage_handled: ferrite-tgt's log shows a connection closed while the port was
+# down and its peer told only once the port was back.
+expect_outage_handled() {
+    local log
+    log=$(cat "$FERRITE_LOG")
+    expect_grep "ferrite-tgt closed a connection during the outage, DREQ held" \
+        "closing while its port is down" "$log"
+    expect_grep "ferrite-tgt told the peer once the port was back" \
+        "the port is back; disconnecting the peer" "$log"
+}

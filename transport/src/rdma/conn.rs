@@ -370,6 +370,18 @@ pub(crate) struct ConnInner {
     pub(crate) drain_since: Cell<Option<u64>>,
     pub(crate) peer: Cell<Option<SocketAddr>>,
     pub(crate) local: Cell<Option<SocketAddr>>,
+    /// Closed while its port was down: the peer is told (DREQ) and the CM id
+    /// destroyed only once the port is active again (see `group`).
+    pub(crate) disconnect_deferred: Cell<bool>,
+    /// Held: the port was seen active at the last check (the DREQ goes at the
+    /// second check in a row, once the interface's addresses and routes are
+    /// surely back too).
+    pub(crate) port_seen_back: Cell<bool>,
+    /// The device said IBV_EVENT_QP_LAST_WQE_REACHED for the QP: it takes no
+    /// more receives from the shared receive queue.
+    pub(crate) last_wqe: Cell<bool>,
+    /// When the drain marker came back (ticks), while waiting for `last_wqe`.
+    pub(crate) drained_at: Cell<Option<u64>>,
 }
 
 /// A handle on one connection (cheap to clone, stays on its reactor).
@@ -400,6 +412,10 @@ impl ConnInner {
             drain_since: Cell::new(None),
             peer: Cell::new(None),
             local: Cell::new(None),
+            disconnect_deferred: Cell::new(false),
+            port_seen_back: Cell::new(false),
+            last_wqe: Cell::new(false),
+            drained_at: Cell::new(None),
         }
     }
 

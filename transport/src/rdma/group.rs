@@ -84,6 +84,13 @@ const SLOW_PERIOD: Duration = Duration::from_millis(1);
 /// A connection whose drain marker has not come back by then is torn down
 /// anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// After its drain marker, how long a closing QP waits for
+/// IBV_EVENT_QP_LAST_WQE_REACHED before it is destroyed anyway (Debian 12's
+/// soft-RoCE never raises the event).
+const LAST_WQE_WAIT: Duration = Duration::from_millis(500);
+/// How often the ports of connections closed while their port was down are
+/// asked whether it is back.
+const HELD_CHECK_PERIOD: Duration = Duration::from_millis(100);
 const RESOLVE_TIMEOUT_MS: i32 = 2000;
 
 /// Which reactor owns a QP, for routing async QP events (control path).
@@ -226,6 +233,11 @@ struct Group {
     to_finish: RefCell<Vec<Rc<ConnInner>>>,
     /// Devices whose async events this reactor reads.
     async_devices: RefCell<Vec<Arc<Device>>>,
+    /// Connections closed while their port was down, QP destroyed, kept only
+    /// for their CM id: the DREQ to the peer (and the id's destruction, which
+    /// would send one) waits until the port is active again.
+    held: RefCell<Vec<Rc<ConnInner>>>,
+    next_held_check: Cell<u64>,
     next_slow: Cell<u64>,
     slow_period: u64,
 }
@@ -261,6 +273,8 @@ fn group() -> io::Result<Rc<Group>> {
         closing: RefCell::new(Vec::with_capacity(64)),
         to_finish: RefCell::new(Vec::with_capacity(64)),
         async_devices: RefCell::new(Vec::new()),
+        held: RefCell::new(Vec::new()),
+        next_held_check: Cell::new(0),
         next_slow: Cell::new(0),
         slow_period: reactor::ticks::duration_to_ticks(SLOW_PERIOD),
     });
@@ -443,16 +457,39 @@ fn conn_handle(c: &Rc<ConnInner>) -> Conn {
     Conn(c.clone())
 }
 
+/// Whether the port `c`'s CM id is on is active (when unknown: yes).
+fn port_active(c: &ConnInner) -> bool {
+    let Some(verbs) = c.id.verbs() else {
+        return true;
+    };
+    verbs.port_active(c.id.port_num()).unwrap_or(true)
+}
+
 /// Starts closing `c`: tell the peer, flush the QP, post the drain marker.
 /// The handler hears `disconnecting` (unless the caller asked for it) now and
 /// `closed` from the poller once the marker is back.
+///
+/// While the port is down the peer is not told: a CM message (DREQ) sent on a
+/// port that is down fails on the device's QP1, and soft-RoCE (Debian 12's
+/// 6.1) then leaves QP1 unable to receive for good, so the node never takes
+/// another RDMA CM connection, from anyone. The DREQ (and the destruction of
+/// the CM id, which sends one too) waits until the port is back (`held`).
 pub(crate) fn begin_close(c: &Rc<ConnInner>, reason: CloseReason) {
     if matches!(c.state.get(), State::Closing | State::Closed) {
         return;
     }
     c.state.set(State::Closing);
-    // Errors here are expected (not connected yet, already in error).
-    let _ = c.id.disconnect();
+    if port_active(c) {
+        // Errors here are expected (not connected yet, already in error).
+        let _ = c.id.disconnect();
+    } else {
+        tracing::warn!(
+            "RDMA conn {} ({:?}): closing while its port is down; the peer is told when the port is back",
+            c.serial,
+            c.peer.get()
+        );
+        c.disconnect_deferred.set(true);
+    }
     let _ = c.id.qp_to_error();
     let Some(g) = current() else {
         return;
@@ -484,13 +521,29 @@ pub(crate) fn begin_close(c: &Rc<ConnInner>, reason: CloseReason) {
     }
 }
 
+/// The drain marker is back: every work request of the QP has completed.
+/// The QP is destroyed once the device has also said that it takes no more
+/// receives from the shared receive queue (LAST_WQE_REACHED), or after
+/// `LAST_WQE_WAIT`.
+fn drained(g: &Group, c: Rc<ConnInner>) {
+    if c.last_wqe.get() || c.id.qp_num().is_none() {
+        g.to_finish.borrow_mut().push(c);
+    } else if c.drained_at.get().is_none() {
+        c.drained_at.set(Some(reactor::ticks()));
+    }
+}
+
 /// Destroys the QP, forgets the connection and tells the handler (last call).
+/// A connection closed while its port was down keeps its CM id in `held`.
 fn finish_close(g: &Group, c: &Rc<ConnInner>) {
     if c.state.get() == State::Closed {
         return;
     }
     c.state.set(State::Closed);
     g.release_qp(c);
+    if c.disconnect_deferred.get() {
+        g.held.borrow_mut().push(c.clone());
+    }
     g.remove(c);
     g.closing.borrow_mut().retain(|x| !Rc::ptr_eq(x, c));
     let h = c.handler.borrow_mut().take();
@@ -531,6 +584,7 @@ fn poll() -> Poll {
         busy |= poll_cm(&g);
         busy |= poll_async(&g);
         check_drains(&g, now);
+        check_held(&g, now);
     }
     let n = g.queues.borrow().len();
     for i in 0..n {
@@ -666,7 +720,7 @@ fn dispatch(g: &Group, q: &Queues, wc: &sys::Wc) {
             c.sq_used.set(c.sq_used.get().saturating_sub(count));
             if tag == RESERVED_TAG {
                 // The drain marker: everything before it has completed.
-                g.to_finish.borrow_mut().push(c);
+                drained(g, c);
                 return;
             }
             let result = if wc.status() == sys::WC_SUCCESS {
@@ -818,26 +872,17 @@ fn poll_async(g: &Group) -> bool {
                     Some(qpn),
                 ) => {
                     tracing::warn!("RDMA {}: QP {qpn}: {}", d.name(), ev.name());
-                    let verbs = d.verbs();
-                    let owner = QP_OWNERS
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .iter()
-                        .find(|&&(v, n, _)| v == verbs && n == qpn)
-                        .map(|&(_, _, r)| r);
-                    match owner {
-                        Some(r) if r == g.reactor => qp_failed(verbs, qpn),
-                        Some(r) => {
-                            let msg = Box::new(move || qp_failed(verbs, qpn));
-                            if let Err(e) = reactor::send(r, msg) {
-                                tracing::error!("RDMA: cannot reach reactor {r}: {e}");
-                            }
-                        }
-                        None => {}
-                    }
+                    on_qp_owner(g, d.verbs(), qpn, qp_failed);
                 }
-                (sys::ASYNC_COMM_EST | sys::ASYNC_QP_LAST_WQE_REACHED, _) => {
+                (sys::ASYNC_QP_LAST_WQE_REACHED, Some(qpn)) => {
+                    tracing::debug!("RDMA {}: QP {qpn}: {}", d.name(), ev.name());
+                    on_qp_owner(g, d.verbs(), qpn, last_wqe_reached);
+                }
+                (sys::ASYNC_COMM_EST, _) => {
                     tracing::trace!("RDMA {}: {} ({:?})", d.name(), ev.name(), ev.qp_num)
+                }
+                (sys::ASYNC_PORT_ERR | sys::ASYNC_PORT_ACTIVE, _) => {
+                    tracing::warn!("RDMA {}: {}", d.name(), ev.name())
                 }
                 (sys::ASYNC_DEVICE_FATAL, _) => {
                     tracing::error!("RDMA {}: {}", d.name(), ev.name())
@@ -849,25 +894,114 @@ fn poll_async(g: &Group) -> bool {
     busy
 }
 
-/// A fatal async event for a QP of this reactor: close its connection.
-fn qp_failed(verbs: Verbs, qpn: u32) {
-    let Some(g) = current() else {
-        return;
-    };
+/// Runs `f(verbs, qpn)` on the reactor that owns the QP (here, or by message).
+fn on_qp_owner(g: &Group, verbs: Verbs, qpn: u32, f: fn(Verbs, u32)) {
+    let owner = QP_OWNERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|&&(v, n, _)| v == verbs && n == qpn)
+        .map(|&(_, _, r)| r);
+    match owner {
+        Some(r) if r == g.reactor => f(verbs, qpn),
+        Some(r) => {
+            if let Err(e) = reactor::send(r, Box::new(move || f(verbs, qpn))) {
+                tracing::error!("RDMA: cannot reach reactor {r}: {e}");
+            }
+        }
+        None => {}
+    }
+}
+
+/// This reactor's connection with QP `qpn` of `verbs`.
+fn conn_of_qp(g: &Group, verbs: Verbs, qpn: u32) -> Option<Rc<ConnInner>> {
     let key = g
         .queues
         .borrow()
         .iter()
         .find(|q| q.device.verbs() == verbs)
         .and_then(|q| q.qps.borrow().get(&qpn).copied());
-    if let Some(c) = key.and_then(|k| g.conn(k)) {
+    key.and_then(|k| g.conn(k))
+}
+
+/// A fatal async event for a QP of this reactor: close its connection.
+fn qp_failed(verbs: Verbs, qpn: u32) {
+    let Some(g) = current() else {
+        return;
+    };
+    if let Some(c) = conn_of_qp(&g, verbs, qpn) {
         begin_close(&c, CloseReason::Error);
+    }
+}
+
+/// The QP takes no more receives from the shared receive queue: once drained,
+/// it may be destroyed.
+fn last_wqe_reached(verbs: Verbs, qpn: u32) {
+    let Some(g) = current() else {
+        return;
+    };
+    if let Some(c) = conn_of_qp(&g, verbs, qpn) {
+        c.last_wqe.set(true);
+        if c.drained_at.take().is_some() {
+            g.to_finish.borrow_mut().push(c);
+        }
+    }
+}
+
+/// Tells the peers of held connections (closed while their port was down)
+/// and destroys their CM ids, once their port is active again.
+fn check_held(g: &Group, now: u64) {
+    if g.held.borrow().is_empty() || now < g.next_held_check.get() {
+        return;
+    }
+    g.next_held_check
+        .set(now + reactor::ticks::duration_to_ticks(HELD_CHECK_PERIOD));
+    let back: Vec<Rc<ConnInner>> = {
+        let mut held = g.held.borrow_mut();
+        let (back, waiting) = held.drain(..).partition(|c| {
+            let active = port_active(c);
+            let twice = active && c.port_seen_back.get();
+            c.port_seen_back.set(active);
+            twice
+        });
+        *held = waiting;
+        back
+    };
+    for c in back {
+        tracing::info!(
+            "RDMA conn {} ({:?}): the port is back; disconnecting the peer",
+            c.serial,
+            c.peer.get()
+        );
+        let _ = c.id.disconnect();
+        // Dropping our reference destroys the id (unless a handle lives on).
     }
 }
 
 fn check_drains(g: &Group, now: u64) {
     if g.closing.borrow().is_empty() {
         return;
+    }
+    let wqe_wait = reactor::ticks::duration_to_ticks(LAST_WQE_WAIT);
+    let no_last_wqe: ArrayVec<Rc<ConnInner>, 16> = g
+        .closing
+        .borrow()
+        .iter()
+        .filter(|c| {
+            c.drained_at
+                .get()
+                .is_some_and(|t| now.saturating_sub(t) > wqe_wait)
+        })
+        .take(16)
+        .cloned()
+        .collect();
+    for c in no_last_wqe {
+        tracing::debug!(
+            "RDMA conn {}: no LAST_WQE_REACHED {LAST_WQE_WAIT:?} after its drain; destroying the QP",
+            c.serial
+        );
+        c.drained_at.set(None);
+        finish_close(g, &c);
     }
     let limit = reactor::ticks::duration_to_ticks(DRAIN_TIMEOUT);
     let late: ArrayVec<Rc<ConnInner>, 16> = g
@@ -974,6 +1108,9 @@ pub struct LocalStats {
     pub posted_recvs: usize,
     /// Receive slots waiting for a buffer.
     pub empty_recv_slots: usize,
+    /// CM ids of connections closed while their port was down, kept until it
+    /// is back (their QPs are gone).
+    pub held_ids: usize,
 }
 
 /// The calling reactor's RDMA state (all zeros before its first connection).
@@ -988,6 +1125,7 @@ pub fn local_stats() -> LocalStats {
         devices: queues.len(),
         posted_recvs: queues.iter().map(|q| q.posted_recvs()).sum(),
         empty_recv_slots: queues.iter().map(|q| q.empty.borrow().len()).sum(),
+        held_ids: g.held.borrow().len(),
     };
     stats
 }

@@ -91,16 +91,32 @@
 //! for the caller's own [`Conn::disconnect`]) → flushed `completed`s (errors
 //! with [`WcError::is_flush`]) → `closed`. Closing moves the QP to error,
 //! posts a drain marker behind everything and destroys the QP when it comes
-//! back (or after 5 s), so every tag posted gets exactly one completion
+//! back and the device has raised `IBV_EVENT_QP_LAST_WQE_REACHED` for it (the
+//! verbs rule for a QP on an SRQ; 0.5 s after the marker without it, 5 s
+//! without the marker), so every tag posted gets exactly one completion
 //! (signalled ones, and failed ones) before `closed`. Handler calls always
 //! come from the poller, never from inside `post` or `disconnect`.
 //!
+//! # The port going down
+//!
+//! A connection closed while its port is not ACTIVE (the link under a RoCE
+//! device down: its posts fail with "local QP operation error") does not
+//! tell the peer then: its QP is flushed and destroyed as usual and its
+//! handler hears `closed`, but the DREQ (and the CM id's destruction, which
+//! would send one) waits until the port is active again. A CM message sent
+//! while the port is down fails on the device's QP1, and Debian 12's
+//! soft-RoCE never recovers QP1 from that: the node would take no RDMA CM
+//! connection again, from anyone. Listeners need nothing: the address and
+//! GIDs stay through a link outage and the listener's id gets no event.
+//!
 //! # Known limits
 //!
-//! * A QP on the SRQ is destroyed once its send queue has drained, without
-//!   waiting for `IBV_EVENT_QP_LAST_WQE_REACHED` (Debian 12's rxe does not
-//!   raise it): a receive the QP had taken for a message still arriving when
-//!   it died is not returned, so its slot stays out of the SRQ.
+//! * Debian 12's rxe does not raise `IBV_EVENT_QP_LAST_WQE_REACHED`, so there
+//!   a closing QP waits 0.5 s after its drain for nothing, and a receive it
+//!   had taken for a message still arriving when it died is not returned (its
+//!   slot stays out of the SRQ).
+//! * A connect request answered (accepted or rejected) while the port is
+//!   down still sends its CM reply then.
 //! * Async QP events (fatal, access error) close the connection on its
 //!   reactor; no test provokes one. SEND with invalidate is posted as the
 //!   verbs define it but only a real initiator (ib_iser, ib_srp with FRWR)

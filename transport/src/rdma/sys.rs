@@ -574,6 +574,17 @@ impl CmId {
         cm_check(unsafe { ffi::rdma_reject(self.raw(), p, private_data.len() as u8) })
     }
 
+    /// The device port the id is bound to (1 when librdmacm has not said).
+    pub fn port_num(&self) -> u8 {
+        // SAFETY: the id is live; port_num is a plain field librdmacm fills in.
+        let port = unsafe { (*self.raw()).port_num };
+        if port == 0 {
+            1
+        } else {
+            port
+        }
+    }
+
     /// Starts disconnecting: the QP goes to error and the peer is told.
     pub fn disconnect(&self) -> io::Result<()> {
         // SAFETY: the id is live.
@@ -748,6 +759,8 @@ pub const ASYNC_QP_ACCESS_ERR: u32 = 3;
 pub const ASYNC_COMM_EST: u32 = 4;
 pub const ASYNC_PATH_MIG_ERR: u32 = 7;
 pub const ASYNC_DEVICE_FATAL: u32 = 8;
+pub const ASYNC_PORT_ACTIVE: u32 = 9;
+pub const ASYNC_PORT_ERR: u32 = 10;
 pub const ASYNC_QP_LAST_WQE_REACHED: u32 = 16;
 
 impl AsyncEvent {
@@ -822,6 +835,18 @@ impl Verbs {
             max_qp_init_rd_atom: a.max_qp_init_rd_atom.clamp(0, 255) as u8,
             node_guid: u64::from_be(a.node_guid),
         })
+    }
+
+    /// Whether `port` is ACTIVE now (asks the kernel: a system call, for the
+    /// control path only).
+    pub fn port_active(&self, port: u8) -> io::Result<bool> {
+        let mut attr = MaybeUninit::<ffi::ibv_port_attr>::zeroed();
+        // SAFETY: the context is live; attr is writable for the call (and
+        // zeroed, so fields an old provider leaves alone read as 0).
+        verbs_check(unsafe { ffi::___ibv_query_port(self.0.as_ptr(), port, attr.as_mut_ptr()) })?;
+        // SAFETY: filled in by a successful query.
+        let state = unsafe { attr.assume_init() }.state;
+        Ok(state == ffi::ibv_port_state::IBV_PORT_ACTIVE)
     }
 
     pub fn alloc_pd(&self) -> io::Result<Pd> {
