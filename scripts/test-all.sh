@@ -77,7 +77,8 @@ rdma_layer_in_vm() {
 step vm-rdma-layer rdma_layer_in_vm
 # iSER end to end: Linux's initiator (iscsiadm -I iser) and libiscsi against the release
 # ferrite-tgt in the same VM (test/vm/iser.sh: login, fio verify, ext4 across logout/login,
-# two sessions, a raw verbs peer sending bad input, an outage during I/O).
+# two sessions, a raw verbs peer sending bad input, an outage during I/O, the link under
+# rxe0 down for 2 s during I/O).
 iser_in_vm() {
     local bin
     bin=$(test_binary ferrite-transport iser_peer)
@@ -104,8 +105,7 @@ step vm-nvme nvme_in_vm
 # SRP end to end: Linux's ib_srp against the release ferrite-tgt in the same VM
 # (test/vm/srp.sh: identity, fio verify with 2 and 1 channels, ext4 across a new login,
 # refused logins, a wrong rkey from our own initiator (transport/tests/srp_wire.rs),
-# SRP_T_LOGOUT at shutdown; its link-down phase fails intermittently and runs only by hand
-# with FERRITE_SRP_LINK_DOWN=1).
+# the link under rxe0 down for 3 s during fio verify, SRP_T_LOGOUT at shutdown).
 srp_in_vm() {
     local bin
     bin=$(test_binary ferrite-transport srp_wire)

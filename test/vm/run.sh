@@ -103,8 +103,6 @@ guest="$rundir/guest.sh"
     for var in FERRITE_TGT_BIN FERRITE_PERF_BIN FERRITE_RPC_PY; do
         [ -z "${!var:-}" ] || printf 'export %s=%q\n' "$var" "$(realpath "${!var}")"
     done
-    # Opt-in checks a guest script runs only by hand (test/vm/srp.sh's link-down phase).
-    [ -z "${FERRITE_SRP_LINK_DOWN:-}" ] || printf 'export FERRITE_SRP_LINK_DOWN=%q\n' "$FERRITE_SRP_LINK_DOWN"
     printf 'source %q || exit 125\n' "$HERE/guest-prelude.sh"
     cat <<'EOF'
 if ! ferrite_prelude; then
