@@ -377,6 +377,9 @@ pub(crate) struct ConnInner {
     /// second check in a row, once the interface's addresses and routes are
     /// surely back too).
     pub(crate) port_seen_back: Cell<bool>,
+    /// A work request failed (not flushed): the close that follows, whoever
+    /// starts it, asks whether the port is down.
+    pub(crate) wr_failed: Cell<bool>,
     /// The device said IBV_EVENT_QP_LAST_WQE_REACHED for the QP: it takes no
     /// more receives from the shared receive queue.
     pub(crate) last_wqe: Cell<bool>,
@@ -414,6 +417,7 @@ impl ConnInner {
             local: Cell::new(None),
             disconnect_deferred: Cell::new(false),
             port_seen_back: Cell::new(false),
+            wr_failed: Cell::new(false),
             last_wqe: Cell::new(false),
             drained_at: Cell::new(None),
         }

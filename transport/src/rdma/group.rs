@@ -10,6 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,7 +92,17 @@ const LAST_WQE_WAIT: Duration = Duration::from_millis(500);
 /// How often the ports of connections closed while their port was down are
 /// asked whether it is back.
 const HELD_CHECK_PERIOD: Duration = Duration::from_millis(100);
+/// The period of the timed poller that runs those time-outs while anything
+/// is closing or held (a timed poller wakes a sleeping reactor).
+const TIMEOUTS_PERIOD: Duration = Duration::from_millis(50);
 const RESOLVE_TIMEOUT_MS: i32 = 2000;
+
+/// Port events (error, active) seen on any device: the port state is asked
+/// (a system call; on soft-RoCE over a dummy link it also logs a line in the
+/// kernel's log) only when this moved or a close is due to an error.
+static PORT_EVENTS: AtomicU64 = AtomicU64::new(0);
+/// A held connection's port is asked again at least this often regardless.
+const HELD_RECHECK: Duration = Duration::from_secs(5);
 
 /// Which reactor owns a QP, for routing async QP events (control path).
 static QP_OWNERS: Mutex<Vec<(Verbs, u32, usize)>> = Mutex::new(Vec::new());
@@ -238,6 +249,10 @@ struct Group {
     /// would send one) waits until the port is active again.
     held: RefCell<Vec<Rc<ConnInner>>>,
     next_held_check: Cell<u64>,
+    /// `PORT_EVENTS` and the time at the last check of the held ports.
+    held_checked: Cell<(u64, u64)>,
+    /// The timed poller for drain, LAST_WQE and held time-outs, while needed.
+    timeouts: Cell<Option<reactor::PollerId>>,
     next_slow: Cell<u64>,
     slow_period: u64,
 }
@@ -275,6 +290,8 @@ fn group() -> io::Result<Rc<Group>> {
         async_devices: RefCell::new(Vec::new()),
         held: RefCell::new(Vec::new()),
         next_held_check: Cell::new(0),
+        held_checked: Cell::new((0, 0)),
+        timeouts: Cell::new(None),
         next_slow: Cell::new(0),
         slow_period: reactor::ticks::duration_to_ticks(SLOW_PERIOD),
     });
@@ -479,7 +496,12 @@ pub(crate) fn begin_close(c: &Rc<ConnInner>, reason: CloseReason) {
         return;
     }
     c.state.set(State::Closing);
-    if port_active(c) {
+    // A post fails at once while the port is down, often before its port
+    // error event has been read: a close after an error always asks.
+    let ask = reason == CloseReason::Error
+        || c.wr_failed.get()
+        || PORT_EVENTS.load(Ordering::Relaxed) > 0;
+    if !ask || port_active(c) {
         // Errors here are expected (not connected yet, already in error).
         let _ = c.id.disconnect();
     } else {
@@ -515,6 +537,7 @@ pub(crate) fn begin_close(c: &Rc<ConnInner>, reason: CloseReason) {
         c.sq_used.set(c.sq_used.get() + 1);
         c.drain_since.set(Some(reactor::ticks()));
         g.closing.borrow_mut().push(c.clone());
+        arm_timeouts(&g);
     } else {
         // Nothing can be outstanding on a QP that never got that far.
         g.to_finish.borrow_mut().push(c.clone());
@@ -543,6 +566,7 @@ fn finish_close(g: &Group, c: &Rc<ConnInner>) {
     g.release_qp(c);
     if c.disconnect_deferred.get() {
         g.held.borrow_mut().push(c.clone());
+        arm_timeouts(g);
     }
     g.remove(c);
     g.closing.borrow_mut().retain(|x| !Rc::ptr_eq(x, c));
@@ -583,8 +607,6 @@ fn poll() -> Poll {
         g.next_slow.set(now + g.slow_period);
         busy |= poll_cm(&g);
         busy |= poll_async(&g);
-        check_drains(&g, now);
-        check_held(&g, now);
     }
     let n = g.queues.borrow().len();
     for i in 0..n {
@@ -722,6 +744,10 @@ fn dispatch(g: &Group, q: &Queues, wc: &sys::Wc) {
                 // The drain marker: everything before it has completed.
                 drained(g, c);
                 return;
+            }
+            if wc.status() != sys::WC_SUCCESS && wc.status() != sys::WC_FLUSH_ERR {
+                // Before the handler hears it: it may close the connection.
+                c.wr_failed.set(true);
             }
             let result = if wc.status() == sys::WC_SUCCESS {
                 Ok(match wc.opcode() {
@@ -882,6 +908,7 @@ fn poll_async(g: &Group) -> bool {
                     tracing::trace!("RDMA {}: {} ({:?})", d.name(), ev.name(), ev.qp_num)
                 }
                 (sys::ASYNC_PORT_ERR | sys::ASYNC_PORT_ACTIVE, _) => {
+                    PORT_EVENTS.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!("RDMA {}: {}", d.name(), ev.name())
                 }
                 (sys::ASYNC_DEVICE_FATAL, _) => {
@@ -948,6 +975,31 @@ fn last_wqe_reached(verbs: Verbs, qpn: u32) {
     }
 }
 
+/// Starts the time-outs poller if it is not running.
+fn arm_timeouts(g: &Group) {
+    if g.timeouts.get().is_none() {
+        let id = reactor::register_timed_poller("rdma-timeouts", TIMEOUTS_PERIOD, timeouts);
+        g.timeouts.set(Some(id));
+    }
+}
+
+/// The time-outs poller: drains, LAST_WQE waits and held ports; it goes away
+/// when nothing is closing or held.
+fn timeouts() -> Poll {
+    let Some(g) = current() else {
+        return Poll::Idle;
+    };
+    let now = reactor::ticks();
+    check_drains(&g, now);
+    check_held(&g, now);
+    if g.closing.borrow().is_empty() && g.held.borrow().is_empty() {
+        if let Some(id) = g.timeouts.take() {
+            reactor::unregister_poller(id);
+        }
+    }
+    Poll::Idle
+}
+
 /// Tells the peers of held connections (closed while their port was down)
 /// and destroys their CM ids, once their port is active again.
 fn check_held(g: &Group, now: u64) {
@@ -956,6 +1008,16 @@ fn check_held(g: &Group, now: u64) {
     }
     g.next_held_check
         .set(now + reactor::ticks::duration_to_ticks(HELD_CHECK_PERIOD));
+    // Ask the ports only after a port event, to confirm one seen back, or
+    // every HELD_RECHECK.
+    let events = PORT_EVENTS.load(Ordering::Relaxed);
+    let (seen_events, checked_at) = g.held_checked.get();
+    let confirming = g.held.borrow().iter().any(|c| c.port_seen_back.get());
+    let stale = now.saturating_sub(checked_at) > reactor::ticks::duration_to_ticks(HELD_RECHECK);
+    if events == seen_events && !confirming && !stale {
+        return;
+    }
+    g.held_checked.set((events, now));
     let back: Vec<Rc<ConnInner>> = {
         let mut held = g.held.borrow_mut();
         let (back, waiting) = held.drain(..).partition(|c| {
