@@ -8,11 +8,10 @@
 #
 #   test/vm/run.sh --timeout 600 test/vm/rxe-linkdown-control.sh [--ferrite] [SECS]
 #
-# On Debian 12's 6.1 it shows (test/vm/README.md, "The link taken down"): the initiator's
-# QP fails as soon as it posts with the port down, iscsid disconnects at once (a CM DREQ
-# while the port is down), that MAD fails on QP1, and from then on rxe0 takes no RDMA CM
-# connection from anyone: neither target's session comes back and rping fails. Exits 0
-# once it has reported (it checks the kernel, not ferrite).
+# What to look for (test/vm/README.md, "The link taken down"): whether the initiator's QP
+# failed during the outage (connection errors), whether its session came back, and whether
+# rxe0 still makes RDMA CM connections (rping). Exits 0 once it has reported: it observes
+# the kernel, it checks nothing of ferrite.
 set -euo pipefail
 # shellcheck shell=bash source=test/vm/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -67,14 +66,14 @@ ip link set dummy0 up
 say "dummy0 up after $secs s; QP1: $(rdma res show qp lqpn 1 | tr -s ' ')"
 back=no
 for _ in $(seq 60); do
-    if [ "$(dmesg | grep -c 'detected conn error' || true)" -gt "$errors" ] &&
-        iscsiadm -m session -P 3 2>/dev/null | grep -q 'iSCSI Session State: LOGGED_IN'; then
+    if iscsiadm -m session -P 3 2>/dev/null | grep -q 'iSCSI Session State: LOGGED_IN'; then
         back=yes
         break
     fi
     sleep 1
 done
-say "RESULT $target: session logged in again within 60 s of the link coming back: $back"
+say "connection errors during/after the outage: $(($(dmesg | grep -c 'detected conn error' || true) - errors))"
+say "RESULT $target: session LOGGED_IN within 60 s of the link coming back: $back"
 say "kernel: $(dmesg | grep -E 'conn error|iser|rxe' | tail -n 6 | tr '\n' '|')"
 rping -s -a "$IP" -p 7471 -C 1 >/dev/null 2>&1 &
 rping_server=$!
