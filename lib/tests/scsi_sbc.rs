@@ -154,6 +154,35 @@ fn residuals() {
     assert_eq!(d[1024..], filled(1, 0)[..], "block 2 untouched");
 }
 
+/// A bidirectional task (iSCSI's R and W bits both set) is refused whatever
+/// its CDB: nothing written, nothing read back.
+#[test]
+fn bidirectional_tasks_are_refused() {
+    let bidi = |cdb: &[u8], data: &[u8]| {
+        let mut t = dout(cdb, data);
+        t.dir = DataDir::Bidi;
+        t
+    };
+    let xdwriteread10 = [0x53, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+    let out = run(tasks(vec![
+        dout(&write10(0, 1), &filled(1, b'a')), // 0
+        bidi(&write10(0, 1), &filled(1, b'b')), // 1
+        bidi(&read10(0, 1), &filled(1, b'c')),  // 2
+        bidi(&xdwriteread10, &filled(1, b'd')), // 3
+        din(&read10(0, 1), 512),                // 4
+    ]));
+    out[0].good();
+    for o in &out[1..4] {
+        o.check(key::ILLEGAL_REQUEST, asc::INVALID_COMMAND_OPERATION_CODE);
+        assert!(o.data.is_empty(), "no data back: {o:?}");
+    }
+    assert_eq!(
+        out[4].good().data,
+        filled(1, b'a'),
+        "the block is untouched"
+    );
+}
+
 /// Data the transport hands in as small buffers is still written right.
 #[test]
 fn write_from_small_buffers() {

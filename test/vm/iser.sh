@@ -21,7 +21,10 @@
 #      newest target/release/deps/iser_peer-*) while fio verify runs on the second session:
 #      a connect request allowing no RDMA READ is rejected, odd CM flags accepted, Hello
 #      answered, four malformed messages and two bad STags each end their connection, an
-#      initiator SIGKILLed with 1 MiB writes being read leaves the target serving; fio verify
+#      initiator SIGKILLed with 1 MiB writes being read leaves the target serving,
+#      bidirectional commands (both STags, the Bidirectional Read Expected Data Transfer
+#      Length AHS: XDWRITEREAD(10), READ(10) and WRITE(10) flagged both ways) get CHECK
+#      CONDITION (no bidirectional command is implemented) with no data moved; fio verify
 #      rounds on the second session pass meanwhile; then rdma_get_stats is back to the two
 #      kernel sessions' QPs (no leaked QP, connection or receive slot);
 #   7. an outage of the target during I/O: a rate-capped fio verify job (randrw) on each
@@ -173,7 +176,7 @@ wait "$peer" || {
     fail "iser_peer tests"
 }
 grep -vE '^(running [0-9]+ tests?|)$' "$VM_WORK/iser_peer.out" | sed 's/^/    /'
-expect_grep "iser_peer" '^test result: ok\. 5 passed' "$(cat "$VM_WORK/iser_peer.out")"
+expect_grep "iser_peer" '^test result: ok\. 6 passed' "$(cat "$VM_WORK/iser_peer.out")"
 ok "the second session passed $rounds fio verify rounds meanwhile"
 rdma_settled 2
 say "the target's log on the bad input:"

@@ -386,19 +386,89 @@ fn scsi_command(
     iser(header, bhs, &[])
 }
 
+/// A bidirectional SCSI command (R and W bits) of `len` bytes each way on
+/// LUN 0: the CDB, the write part at `write` (its Expected Data Transfer
+/// Length in the BHS), the read part at `read` (its length in a
+/// Bidirectional Read Expected Data Transfer Length AHS), both STags in the
+/// iSER header (RFC 7143 §11.3.1.1, RFC 7145 §5.1).
+fn bidi_command(
+    s: &mut Session,
+    cdb: &[u8],
+    len: u32,
+    write: RemoteBuffer,
+    read: RemoteBuffer,
+) -> Vec<u8> {
+    let mut bhs = [0u8; 48];
+    bhs[0] = 0x01;
+    bhs[1] = 0x80 | 0x40 | 0x20 | 0x01; // F, R, W, SIMPLE
+    bhs[4] = 2; // TotalAHSLength: one AHS of 8 bytes
+    put32(&mut bhs, 16, s.itt);
+    s.itt += 1;
+    put32(&mut bhs, 20, len);
+    put32(&mut bhs, 24, s.cmd_sn);
+    s.cmd_sn += 1;
+    put32(&mut bhs, 28, s.exp_stat_sn);
+    bhs[32..32 + cdb.len()].copy_from_slice(cdb);
+    let header = IserHeader {
+        write: Some(write),
+        read: Some(read),
+    };
+    let mut m = header.encode().to_vec();
+    m.extend_from_slice(&bhs);
+    // AHSLength 5 (the type-specific bytes, reserved one included), AHSType 2.
+    m.extend_from_slice(&[0, 5, 2, 0]);
+    m.extend_from_slice(&len.to_be_bytes());
+    m
+}
+
 /// The next SCSI Response's status and response bytes.
 fn scsi_response(peer: &mut Peer, s: &mut Session, what: &str) -> (u8, u8) {
+    let (status, response, _) = scsi_response_with_sense(peer, s, what);
+    (status, response)
+}
+
+/// The next SCSI Response's status, response and sense bytes (without the
+/// SenseLength field).
+fn scsi_response_with_sense(peer: &mut Peer, s: &mut Session, what: &str) -> (u8, u8, Vec<u8>) {
     loop {
         let msg = peer.next(what);
-        let IserMessage::Pdu { bhs, .. } = parse_message(&msg).expect("iSER message") else {
+        let IserMessage::Pdu { bhs, data, .. } = parse_message(&msg).expect("iSER message") else {
             panic!("{what}: a Hello?");
         };
         if bhs[0] & 0x3f == 0x21 {
             s.exp_stat_sn = get32(bhs, 24) + 1;
-            return (bhs[3], bhs[2]);
+            let sense = match data {
+                [hi, lo, rest @ ..] => {
+                    let n = usize::from(u16::from_be_bytes([*hi, *lo])).min(rest.len());
+                    rest[..n].to_vec()
+                }
+                _ => Vec::new(),
+            };
+            return (bhs[3], bhs[2], sense);
         }
         // NOP-In and asynchronous messages may come between.
     }
+}
+
+/// Sets every byte of the `back`-th last region (see [`Peer::region`]).
+fn fill_region(bed: &Bed, back: usize, byte: u8) {
+    bed.run(0, move || {
+        REGION.with(|r| {
+            let mut r = r.borrow_mut();
+            let n = r.len();
+            r[n - back].fill(byte);
+        })
+    });
+}
+
+/// Whether every byte of the `back`-th last region is `byte`.
+fn region_is(bed: &Bed, back: usize, byte: u8) -> bool {
+    bed.run(0, move || {
+        REGION.with(|r| {
+            let r = r.borrow();
+            r[r.len() - back].iter().all(|&b| b == byte)
+        })
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -662,4 +732,74 @@ fn bad_stags_end_their_connection() {
         );
         println!("{what}: connection ended, {:?}", l.disconnecting);
     }
+}
+
+/// Bidirectional commands over iSER: no SCSI command of ferrite moves data
+/// both ways (XDWRITEREAD is obsolete), so each is answered CHECK CONDITION,
+/// ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE, with nothing RDMA
+/// WRITTEN to the read buffer and nothing written to the medium, and the
+/// connection goes on: a real XDWRITEREAD(10), then a READ(10) and a
+/// WRITE(10) flagged both ways, then a plain read of the block.
+#[test]
+#[ignore = "needs ferrite-tgt on an iSER portal (test/vm/iser.sh runs it)"]
+fn bidirectional_commands_get_check_condition_and_move_no_data() {
+    const LBA: u32 = 8192;
+    const LEN: u32 = 4096;
+    let bed = bed();
+    let mut peer = connect(&bed);
+    let mut s = login(&bed, &mut peer);
+    let out_buf = peer.region(&bed, LEN as usize);
+    let in_buf = peer.region(&bed, LEN as usize);
+    // The blocks' content before: 0xa1.
+    fill_region(&bed, 2, 0xa1);
+    let cmd = scsi_command(&mut s, Some(true), LBA, (LEN / BLOCK) as u16, out_buf);
+    peer.send(&bed, cmd);
+    assert_eq!(scsi_response(&mut peer, &mut s, "the first write"), (0, 0));
+    // What the bidirectional commands offer to write: 0xb2; the read buffer
+    // holds 0xee until the target writes into it.
+    fill_region(&bed, 2, 0xb2);
+    fill_region(&bed, 1, 0xee);
+    let blocks = (LEN / BLOCK) as u16;
+    let [b0, b1] = blocks.to_be_bytes();
+    let [l0, l1, l2, l3] = LBA.to_be_bytes();
+    let cases: [(&str, [u8; 10]); 3] = [
+        ("XDWRITEREAD(10)", [0x53, 0, l0, l1, l2, l3, 0, b0, b1, 0]),
+        (
+            "READ(10) flagged both ways",
+            [0x28, 0, l0, l1, l2, l3, 0, b0, b1, 0],
+        ),
+        (
+            "WRITE(10) flagged both ways",
+            [0x2a, 0, l0, l1, l2, l3, 0, b0, b1, 0],
+        ),
+    ];
+    for (what, cdb) in cases {
+        peer.send(&bed, bidi_command(&mut s, &cdb, LEN, out_buf, in_buf));
+        let (status, response, sense) = scsi_response_with_sense(&mut peer, &mut s, what);
+        assert_eq!((status, response), (0x02, 0), "{what}: CHECK CONDITION");
+        assert!(
+            sense.len() >= 14,
+            "{what}: fixed-format sense: {sense:02x?}"
+        );
+        assert_eq!(
+            (sense[2] & 0x0f, sense[12], sense[13]),
+            (0x05, 0x20, 0x00),
+            "{what}: ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE: {sense:02x?}"
+        );
+        assert!(
+            region_is(&bed, 1, 0xee),
+            "{what}: nothing RDMA WRITTEN to the read buffer"
+        );
+        println!("{what}: CHECK CONDITION, ILLEGAL REQUEST 20/00, read buffer untouched");
+    }
+    // The connection goes on, and the blocks still hold what the first write put.
+    let cmd = scsi_command(&mut s, Some(false), LBA, blocks, in_buf);
+    peer.send(&bed, cmd);
+    assert_eq!(scsi_response(&mut peer, &mut s, "the read"), (0, 0));
+    assert!(
+        region_is(&bed, 1, 0xa1),
+        "the blocks hold the first write's data, none of the bidirectional commands'"
+    );
+    println!("a plain READ(10) after them: GOOD, the blocks unchanged");
+    peer.disconnect(&bed);
 }

@@ -119,6 +119,13 @@ pub(crate) fn execute(
         return done.finish(task);
     };
     task.desc_sense = view.lun.mode.d_sense();
+    // No command here moves data both ways (XDWRITEREAD is obsolete and not
+    // implemented): a task the transport got as bidirectional is refused
+    // before it touches the medium or returns any data.
+    if task.dir == DataDir::Bidi {
+        task.invalid_opcode();
+        return done.finish(task);
+    }
     let cmd = match lookup(task.cdb()) {
         Lookup::Found(cmd) if cmd.available(&view) => cmd,
         Lookup::BadServiceAction => {
