@@ -62,60 +62,36 @@ for line in sys.stdin:
             and m["target"]["name"] == sys.argv[1]:
         print(m["executable"])' "$2"
 }
-# The RDMA layer's tests need RDMA, which the host lacks (there they are #[ignore]d): Debian
-# 12's kernel under QEMU runs them over soft-RoCE (test/vm/rdma-layer.sh, test/vm/README.md).
-# run.sh installs what the VM needs; a VM that cannot boot fails the step, never a skip.
-rdma_layer_in_vm() {
-    local bin
-    bin=$(test_binary ferrite-transport rdma_layer)
+# vm_with_test_binary PACKAGE TEST SCRIPT [ARG...]: test/vm/run.sh SCRIPT ARG... BIN, where BIN
+# is the release binary of PACKAGE's integration test TEST (those that need RDMA or the NVMe
+# drive are #[ignore]d on the host and run in the VM). run.sh installs what the VM needs; a
+# VM that cannot boot fails the step, never a skip.
+vm_with_test_binary() {
+    local package=$1 test=$2 script=$3 bin
+    shift 3
+    bin=$(test_binary "$package" "$test")
     if [ -z "$bin" ]; then
-        echo "the rdma_layer test binary was not built" >&2
+        echo "the $test test binary was not built" >&2
         return 1
     fi
-    test/vm/run.sh --timeout 900 test/vm/rdma-layer.sh "$bin"
+    test/vm/run.sh --timeout 900 "test/vm/$script" "$@" "$bin"
 }
-step vm-rdma-layer rdma_layer_in_vm
+# The RDMA layer's tests over soft-RoCE (test/vm/rdma-layer.sh, test/vm/README.md).
+step vm-rdma-layer vm_with_test_binary ferrite-transport rdma_layer rdma-layer.sh
 # iSER end to end: Linux's initiator (iscsiadm -I iser) and libiscsi against the release
 # ferrite-tgt in the same VM (test/vm/iser.sh: login, fio verify, ext4 across logout/login,
 # two sessions, a raw verbs peer sending bad input, an outage during I/O, the link under
 # rxe0 down for 2 s during I/O).
-iser_in_vm() {
-    local bin
-    bin=$(test_binary ferrite-transport iser_peer)
-    if [ -z "$bin" ]; then
-        echo "the iser_peer test binary was not built" >&2
-        return 1
-    fi
-    test/vm/run.sh --timeout 900 test/vm/iser.sh --peer-bin "$bin"
-}
-step vm-iser iser_in_vm
+step vm-iser vm_with_test_binary ferrite-transport iser_peer iser.sh --peer-bin
 # The nvme bdev on QEMU's emulated NVMe namespace (test/vm/nvme.sh: bad input, identify
 # passthrough against nvme-cli, iSCSI fio verify, ferrite-perf verify, no allocation on the
 # I/O path with perf/tests/no_alloc.rs' ignored nvme test, hot removal).
-nvme_in_vm() {
-    local bin
-    bin=$(test_binary ferrite-perf no_alloc)
-    if [ -z "$bin" ]; then
-        echo "the no_alloc test binary was not built" >&2
-        return 1
-    fi
-    test/vm/run.sh --timeout 900 test/vm/nvme.sh "$bin"
-}
-step vm-nvme nvme_in_vm
+step vm-nvme vm_with_test_binary ferrite-perf no_alloc nvme.sh
 # SRP end to end: Linux's ib_srp against the release ferrite-tgt in the same VM
 # (test/vm/srp.sh: identity, fio verify with 2 and 1 channels, ext4 across a new login,
 # refused logins, a wrong rkey from our own initiator (transport/tests/srp_wire.rs),
 # the link under rxe0 down for 3 s during fio verify, SRP_T_LOGOUT at shutdown).
-srp_in_vm() {
-    local bin
-    bin=$(test_binary ferrite-transport srp_wire)
-    if [ -z "$bin" ]; then
-        echo "the srp_wire test binary was not built" >&2
-        return 1
-    fi
-    test/vm/run.sh --timeout 900 test/vm/srp.sh "$bin"
-}
-step vm-srp srp_in_vm
+step vm-srp vm_with_test_binary ferrite-transport srp_wire srp.sh
 step rpc.py-unittest python3 -m unittest discover -s app -p 'test_*.py'
 
 # The VM tests (test/vm/README.md): Debian 12's kernel under QEMU/TCG runs the release
