@@ -206,10 +206,10 @@ mod across_reactors {
     use std::sync::{mpsc, Arc};
     use std::time::Duration;
 
-    use ferrite_lib::scsi::{ScsiDev, ScsiPort, Task, TaskCallback, TmfResponse};
+    use ferrite_lib::scsi::{Nexus, ScsiDev, ScsiPort, Task, TaskCallback, TmfResponse};
     use ferrite_reactor::{Runtime, RuntimeConfig};
 
-    use super::harness::{delay_bdev, malloc_bdev, port, prout, tur, write10};
+    use super::harness::{delay_bdev, malloc_bdev, nexus, port, prout, tagged, tur, write10};
 
     #[derive(Debug)]
     enum Msg {
@@ -349,5 +349,119 @@ mod across_reactors {
         assert!(got
             .iter()
             .any(|m| matches!(m, Msg::Tmf(TmfResponse::Complete))));
+    }
+
+    /// One I_T nexus with a port on each reactor, as an SRP nexus with a channel
+    /// on each (or an iSCSI session with a connection on each): ABORT TASK,
+    /// ABORT TASK SET and I_T nexus loss issued on reactor 0 reach the nexus's
+    /// slow writes on reactor 1, and wait for them.
+    #[test]
+    fn one_nexus_on_two_reactors() {
+        #[derive(Clone, Copy, Debug)]
+        enum Fn {
+            AbortTask,
+            AbortTaskSet,
+            NexusLoss,
+        }
+        for f in [Fn::AbortTask, Fn::AbortTaskSet, Fn::NexusLoss] {
+            let cores = ferrite_reactor::available_cores();
+            assert!(cores.len() >= 2, "this test needs two cores");
+            let config = RuntimeConfig {
+                cores: cores[..2].to_vec(),
+                ..RuntimeConfig::default()
+            };
+            let (tx, rx) = mpsc::channel::<Msg>();
+            let rt = Runtime::start(config, move || {
+                let base = malloc_bdev(1024, 512);
+                let slow = delay_bdev(&base, 200_000);
+                let dev: Arc<ScsiDev> =
+                    ScsiDev::new("iqn.2026-01.test:one-nexus", &[(0, slow)]).unwrap();
+                let nx: Arc<Nexus> = nexus(&dev, 0);
+                PORT.with(|p| *p.borrow_mut() = Some(ScsiPort::new(dev.clone(), nx.clone())));
+                let tx1 = tx.clone();
+                // Reactor 1: the nexus's other port clears its unit attention
+                // and starts two slow writes, tags 0x51 and 0x52; then reactor
+                // 0 runs the function.
+                let go = move || {
+                    PORT.with(|p| *p.borrow_mut() = Some(ScsiPort::new(dev, nx)));
+                    let cb: Rc<dyn TaskCallback> = Rc::new(Report {
+                        tx: tx1.clone(),
+                        names: RefCell::new(vec!["tur", "write51", "write52"]),
+                    });
+                    exec(tur(0), &cb);
+                    exec(tagged(write10(0, 0, &[1; 512], 512), 0x51), &cb);
+                    exec(tagged(write10(0, 1, &[2; 512], 512), 0x52), &cb);
+                    KEEP.with(|k| k.borrow_mut().push(Box::new(cb)));
+                    let back = move || {
+                        let tx_t = tx1.clone();
+                        let done = move |r| {
+                            let _ = tx_t.send(Msg::Tmf(r));
+                        };
+                        PORT.with(|p| {
+                            let mut p = p.borrow_mut();
+                            let p = p.as_mut().unwrap();
+                            match f {
+                                Fn::AbortTask => p.abort_task(0, 0x52, done),
+                                Fn::AbortTaskSet => p.abort_task_set(0, done),
+                                Fn::NexusLoss => p.nexus_loss(done),
+                            }
+                        });
+                    };
+                    ferrite_reactor::send(0, Box::new(back)).unwrap();
+                };
+                ferrite_reactor::send(1, Box::new(go)).unwrap();
+            })
+            .unwrap();
+            // The order things end in: the TMF must not end before a task it
+            // aborted.
+            let mut got = Vec::new();
+            while got.len() < 4 {
+                got.push(rx.recv_timeout(Duration::from_secs(10)).expect("no answer"));
+            }
+            let h = rt.handle();
+            for r in 0..2 {
+                let (dtx, drx) = mpsc::channel::<Msg>();
+                h.try_send(
+                    r,
+                    Box::new(move || {
+                        PORT.with(|p| p.borrow_mut().take());
+                        KEEP.with(|k| k.borrow_mut().clear());
+                        let _ = dtx.send(Msg::Dropped);
+                    }),
+                )
+                .ok()
+                .unwrap();
+                assert!(matches!(
+                    drx.recv_timeout(Duration::from_secs(10)),
+                    Ok(Msg::Dropped)
+                ));
+            }
+            h.stop();
+            rt.wait();
+            let pos = |name: &str| {
+                got.iter()
+                    .position(|m| matches!(m, Msg::Task(n, ..) if *n == name))
+                    .unwrap_or_else(|| panic!("{f:?}: {name} never ended: {got:?}"))
+            };
+            let task = |name: &str| match got[pos(name)] {
+                Msg::Task(_, s, a) => (s, a),
+                _ => unreachable!(),
+            };
+            let tmf = got
+                .iter()
+                .position(|m| matches!(m, Msg::Tmf(TmfResponse::Complete)))
+                .unwrap_or_else(|| panic!("{f:?}: no Complete: {got:?}"));
+            assert_eq!(task("tur"), (0x02, false), "{f:?}"); // POWER ON
+            assert_eq!(task("write52"), (0x40, true), "{f:?}");
+            assert!(pos("write52") < tmf, "{f:?}: the TMF ended first: {got:?}");
+            match f {
+                // ABORT TASK names one task: the other ends GOOD.
+                Fn::AbortTask => assert_eq!(task("write51"), (0x00, false), "{f:?}"),
+                _ => {
+                    assert_eq!(task("write51"), (0x40, true), "{f:?}");
+                    assert!(pos("write51") < tmf, "{f:?}: the TMF ended first: {got:?}");
+                }
+            }
+        }
     }
 }

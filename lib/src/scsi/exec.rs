@@ -57,7 +57,8 @@ impl Done {
     }
 }
 
-type Finished = (Rc<dyn TaskCallback>, u64, Task);
+/// A task on its way back, with the task management functions waiting for it.
+type Finished = (Rc<dyn TaskCallback>, u64, Task, super::tmf::Released);
 
 thread_local! {
     static FINISHED: RefCell<VecDeque<Finished>> = RefCell::new(VecDeque::with_capacity(1024));
@@ -72,8 +73,11 @@ pub(crate) fn ensure_poller() {
 
 fn poll_finished() -> Poll {
     let mut n = 0;
-    while let Some((cb, tag, task)) = FINISHED.with(|f| f.borrow_mut().pop_front()) {
+    while let Some((cb, tag, task, aborts)) = FINISHED.with(|f| f.borrow_mut().pop_front()) {
         cb.task_done(tag, task);
+        // Only now: a function waiting on another reactor must not answer
+        // before its aborted task has reached the transport.
+        super::tmf::release(aborts);
         n += 1;
     }
     Poll::from_work(n > 0)
@@ -91,8 +95,7 @@ pub(crate) fn finish(callback: Rc<dyn TaskCallback>, tag: u64, mut task: Task) {
     if task.desc_sense && task.status == status::CHECK_CONDITION {
         task.sense = task.sense.to_descriptor();
     }
-    FINISHED.with(|f| f.borrow_mut().push_back((callback, tag, task)));
-    super::tmf::release(aborts);
+    FINISHED.with(|f| f.borrow_mut().push_back((callback, tag, task, aborts)));
 }
 
 pub(crate) fn execute(

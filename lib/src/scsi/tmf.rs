@@ -265,15 +265,10 @@ fn mark(f: &Filter, w: &Arc<Waiter>) -> Vec<u64> {
     hit
 }
 
-/// Marks on this reactor only (the nexus's own tasks all live here).
-fn mark_here(f: Filter, done: impl FnOnce(usize) + 'static) {
-    let w = Waiter::new(done);
-    mark(&f, &w);
-    w.release();
-}
-
-/// Marks on every reactor; `then(nexuses hit)` runs on this reactor once all
-/// are marked, `done` once every marked task is back.
+/// Marks on every reactor (even a nexus's own tasks may be on several: the
+/// channels of one SRP nexus, the connections of one iSCSI session, are spread
+/// over the reactors); `then(nexuses hit)` runs on this reactor once all are
+/// marked, `done` once every marked task is back.
 fn mark_everywhere(
     f: Filter,
     then: impl FnOnce(Vec<u64>) + 'static,
@@ -326,13 +321,17 @@ impl ScsiPort {
             tag: Some(task_tag),
             ..Filter::default()
         };
-        mark_here(f, move |found| {
-            done(if found > 0 {
-                TmfResponse::Complete
-            } else {
-                TmfResponse::TaskNotFound
-            })
-        });
+        mark_everywhere(
+            f,
+            |_| {},
+            move |found| {
+                done(if found > 0 {
+                    TmfResponse::Complete
+                } else {
+                    TmfResponse::TaskNotFound
+                })
+            },
+        );
     }
 
     /// ABORT TASK SET: aborts every task of this nexus on LUN `lun`.
@@ -345,7 +344,7 @@ impl ScsiPort {
             nexuses: Some(vec![self.nexus().id]),
             ..Filter::default()
         };
-        mark_here(f, move |_| done(TmfResponse::Complete));
+        mark_everywhere(f, |_| {}, move |_| done(TmfResponse::Complete));
     }
 
     /// CLEAR TASK SET: aborts every task on LUN `lun`, of every nexus. Other
@@ -423,7 +422,7 @@ impl ScsiPort {
             nexuses: Some(vec![me]),
             ..Filter::default()
         };
-        mark_here(f, move |_| done(TmfResponse::Complete));
+        mark_everywhere(f, |_| {}, move |_| done(TmfResponse::Complete));
     }
 }
 

@@ -227,16 +227,20 @@ pub fn initiator(i: usize) -> String {
     format!("iqn.2026-01.test:init{i},i,0x{:012x}", 0x230000 + i)
 }
 
-/// A port of `dev` for test initiator `i` (target port 1).
-pub fn port(dev: &Arc<ScsiDev>, i: usize) -> ScsiPort {
+/// The I_T nexus of test initiator `i` with `dev`'s target port 1.
+pub fn nexus(dev: &Arc<ScsiDev>, i: usize) -> Arc<Nexus> {
     let name = initiator(i);
-    let nexus = Arc::new(Nexus::new(
+    Arc::new(Nexus::new(
         name.clone(),
         format!("{},t,0x1", dev.name()),
         1,
         iscsi_tid(&name),
-    ));
-    ScsiPort::new(dev.clone(), nexus)
+    ))
+}
+
+/// A port of `dev` for test initiator `i` (target port 1).
+pub fn port(dev: &Arc<ScsiDev>, i: usize) -> ScsiPort {
+    ScsiPort::new(dev.clone(), nexus(dev, i))
 }
 
 /// One device exporting `luns` with `ports` ports on it.

@@ -124,6 +124,11 @@ pub trait ChannelIo {
     fn task_management(&mut self, slot: u16, tmf: Tmf, lun: u64);
     /// Ends the connection once the SENDs asked for so far are out.
     fn disconnect(&mut self);
+    /// The channel has ended with `at_scsi` (LUN, tag) still at the SCSI
+    /// layer: have them aborted there (they come back through
+    /// [`Event::TaskDone`] and are dropped), and when this was the nexus's
+    /// last channel, the I_T nexus is lost.
+    fn channel_ended(&mut self, at_scsi: &[(u64, u64)]);
 }
 
 /// An input to the channel.
@@ -329,6 +334,7 @@ impl Channel {
             return;
         }
         self.phase = Phase::Closed;
+        let mut at_scsi = Vec::new();
         for i in 0..self.slots.len() {
             let s = &mut self.slots[i];
             match s.state {
@@ -336,12 +342,18 @@ impl Channel {
                 // Gone with the QP: free now, no answer comes.
                 SlotState::Tmf => self.free_slot(i as u16),
                 // Come back through TaskDone / DataDone (flushed).
-                _ => s.aborted = true,
+                state => {
+                    s.aborted = true;
+                    if state == SlotState::Executing {
+                        at_scsi.push((s.lun, s.tag));
+                    }
+                }
             }
         }
         if disconnect {
             io.disconnect();
         }
+        io.channel_ended(&at_scsi);
     }
 
     fn logout(
@@ -765,11 +777,12 @@ impl Channel {
             }
         };
         // The channel's own part: commands not yet at the SCSI layer end here.
-        let mut at_scsi = false;
+        let (mut here, mut at_scsi) = (false, false);
         for (k, s) in self.slots.iter_mut().enumerate() {
             if k as u16 == i || !covers(&tmf, lun, s) {
                 continue;
             }
+            here = true;
             match s.state {
                 SlotState::FetchingTable | SlotState::ReadingData => s.aborted = true,
                 SlotState::Executing => at_scsi = true,
@@ -777,8 +790,12 @@ impl Channel {
             }
         }
         match tmf {
-            // Not at the SCSI layer: done here (a task not found is done too).
-            Tmf::AbortTask { .. } if !at_scsi => self.tmf_scsi_done(i, rsp_code::NO_FAILURE, io),
+            // On this channel and not at the SCSI layer: done here. A tag this
+            // channel does not hold may be another channel's of the same
+            // nexus: the SCSI layer looks for it on every reactor.
+            Tmf::AbortTask { .. } if here && !at_scsi => {
+                self.tmf_scsi_done(i, rsp_code::NO_FAILURE, io)
+            }
             _ => io.task_management(i, tmf, lun),
         }
     }

@@ -1006,6 +1006,28 @@ impl ChannelIo for Io {
     fn disconnect(&mut self) {
         self.want_disconnect = true;
     }
+
+    fn channel_ended(&mut self, at_scsi: &[(u64, u64)]) {
+        // Leave the registry now, under its lock, so that of two channels of
+        // one nexus ending at once exactly one finds itself the last.
+        let nexus = self.port.nexus().id;
+        let last = {
+            let mut all = channels();
+            all.retain(|c| c.id != self.id);
+            !all.iter().any(|c| c.nexus.id == nexus)
+        };
+        if last {
+            tracing::info!(
+                "SRP channel {}: the last channel of nexus {nexus} ended: I_T nexus loss",
+                self.id
+            );
+            self.port.nexus_loss(|_| {});
+        } else {
+            for &(lun, tag) in at_scsi {
+                self.port.abort_task(lun, tag, |_| {});
+            }
+        }
+    }
 }
 
 /// Tasks back from the SCSI layer; the tag is the slot.

@@ -24,6 +24,8 @@ struct Fake {
     /// Initiator memory: rkey -> (base address, bytes).
     mem: HashMap<u32, (u64, Vec<u8>)>,
     disconnected: bool,
+    /// What [`ChannelIo::channel_ended`] was told, once it was.
+    ended: Option<Vec<(u64, u64)>>,
 }
 
 impl Fake {
@@ -122,6 +124,11 @@ impl ChannelIo for Fake {
 
     fn disconnect(&mut self) {
         self.disconnected = true;
+    }
+
+    fn channel_ended(&mut self, at_scsi: &[(u64, u64)]) {
+        assert!(self.ended.is_none(), "the channel ended twice");
+        self.ended = Some(at_scsi.to_vec());
     }
 }
 
@@ -719,6 +726,8 @@ fn i_logout_ends_the_channel_and_drops_tasks_coming_back() {
     ch.apply(Event::Recv(&ILogout { tag: 41 }.encode()), &mut io);
     assert!(io.disconnected);
     assert!(ch.is_closed() && !ch.is_finished());
+    // The task still at the SCSI layer is handed over to be aborted there.
+    assert_eq!(io.ended.as_deref(), Some(&[(1, 40)][..]));
     let (slot, task) = io.take_task();
     ch.apply(Event::TaskDone { slot, task }, &mut io);
     assert!(io.sent.is_empty());
@@ -912,4 +921,52 @@ proptest! {
         prop_assert_eq!(ch.busy_slots(), 0);
         prop_assert_eq!(credits, depth as i64);
     }
+}
+
+#[test]
+fn abort_task_of_a_tag_this_channel_does_not_hold_goes_to_the_scsi_layer() {
+    // Another channel of the same nexus may hold it, on another reactor.
+    let mut ch = Channel::new(config(8));
+    let mut io = Fake::default();
+    ch.apply(
+        Event::Recv(&tmf(0x8003, TmFunction::AbortTask, 77)),
+        &mut io,
+    );
+    let Pending::Tmf(tslot, f, lun) = io.take(|p| matches!(p, Pending::Tmf(..))) else {
+        unreachable!()
+    };
+    assert_eq!((f, lun), (Tmf::AbortTask { tag: 77 }, 1));
+    ch.apply(
+        Event::TmfDone {
+            slot: tslot,
+            response: TmfResponse::Complete,
+        },
+        &mut io,
+    );
+    let sent = io.take_sent();
+    let v = rsp(&sent[0]);
+    assert_eq!((v.tag, v.response_data[3]), (0x8003, rsp_code::NO_FAILURE));
+}
+
+#[test]
+fn a_dropped_channel_hands_its_tasks_at_the_scsi_layer_over_to_be_aborted() {
+    let mut ch = Channel::new(config(8));
+    let mut io = Fake::default();
+    for tag in [50, 51] {
+        ch.apply(
+            Event::Recv(&cmd(tag, &[0; 6], BuildBuf::None, BuildBuf::None)),
+            &mut io,
+        );
+    }
+    ch.apply(Event::Disconnected, &mut io);
+    let mut ended = io.ended.clone().expect("channel_ended");
+    ended.sort();
+    assert_eq!(ended, [(1, 50), (1, 51)]);
+    for _ in 0..2 {
+        let (slot, mut task) = io.take_task();
+        task.aborted = true;
+        ch.apply(Event::TaskDone { slot, task }, &mut io);
+    }
+    assert!(io.sent.is_empty(), "nothing is sent on a dropped channel");
+    assert!(ch.is_finished());
 }
