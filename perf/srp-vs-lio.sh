@@ -4,24 +4,28 @@
 # A guest script for the VM test bed, not part of the CI suite:
 #
 #   cargo build --release --bins
-#   test/vm/run.sh --timeout 1500 perf/srp-vs-lio.sh [-t SECONDS]
+#   test/vm/run.sh --timeout 1500 perf/srp-vs-lio.sh [-t SECONDS] [-n]
 #
 # ferrite-tgt runs one reactor (-m 0x1) with two 128 MiB malloc bdevs: Malloc0 as LUN 0 of
 # SRP target srp0 (169.254.77.1:5555), Malloc1 as LUN 0 of an iSCSI target on an iSER portal
 # (169.254.77.1:3260). LIO serves a 128 MiB rd_mcp ramdisk through ib_srpt (RDMA CM port
 # 5556). ib_srp logs in to both SRP targets with its defaults (one channel per vCPU).
 # Each job runs SECONDS (default 8, after a 2 s ramp) on each disk in turn: fio, libaio,
-# O_DIRECT, one job.
+# O_DIRECT, one job. Then the same jobs with ferrite-perf srp as the initiator (its reactor
+# on core 1, one channel, SECONDS each, no ramp) against both SRP targets, the kernel's
+# sessions staying logged in, idle. -n: only the ferrite-perf srp jobs (no fio).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=test/vm/lib.sh
 source "$ROOT/test/vm/lib.sh"
 
 SECS=8
-while getopts "t:" o; do
+FIO=1
+while getopts "t:n" o; do
     case $o in
         t) SECS=$OPTARG ;;
-        *) sed -n '2,15p' "$0"; exit 2 ;;
+        n) FIO=0 ;;
+        *) sed -n '2,18p' "$0"; exit 2 ;;
     esac
 done
 
@@ -34,6 +38,7 @@ ID_EXT=0002c90300a1b2c3
 IOC_GUID=0002c90300d4e5f6
 MIB=128
 HOST_DIR=/sys/class/infiniband_srp/srp-rxe0-1
+FERRITE_PERF_BIN=${FERRITE_PERF_BIN:-$VM_REPO/target/release/ferrite-perf}
 export ISCSI_IFACE=iser
 
 config=$VM_WORK/ferrite-perf.json
@@ -109,6 +114,7 @@ f_iser=$(iscsi_disk "$IQN")
 say "ferrite SRP /dev/$f_srp, LIO SRP /dev/$l_srp, ferrite iSER /dev/$f_iser"
 for d in "$f_srp" "$l_srp" "$f_iser"; do
     expect_eq "size of /dev/$d" "$(lsblk -bdno SIZE "/dev/$d")" "$((MIB * 1024 * 1024))"
+    [ "$FIO" = 1 ] || continue
     # Fill once, so reads are of written blocks everywhere.
     fio_run "fill-$d" --filename="/dev/$d" --ioengine=libaio --direct=1 --rw=write --bs=1m \
         --iodepth=8 --size="${MIB}M"
@@ -128,6 +134,7 @@ echo
 echo "| job | ferrite SRP | LIO ib_srpt | ferrite iSER | SRP ferrite/LIO | ferrite SRP/iSER |"
 echo "| --- | --- | --- | --- | --- | --- |"
 for job in "${JOBS[@]}"; do
+    [ "$FIO" = 1 ] || break
     read -r name rw bs qd <<<"$job"
     declare -A got=()
     for d in "$f_srp" "$l_srp" "$f_iser"; do
@@ -145,6 +152,37 @@ ratio = lambda a, b: "%.2f" % (a[k] / b[k]) if b[k] else "-"
 print("| %s (%s) | %s | %s | %s | %s | %s |" % (name, unit, fmt(f), fmt(l), fmt(i), ratio(f, l), ratio(f, i)))
 PY
     unset got
+done
+
+# ferrite-perf srp: the same jobs, our own initiator on core 1 (ferrite-tgt is on core 0).
+perf_srp() { # NAME URL RW BS QD: prints "IOPS MiB/s mean-us p99-us", fails on any error
+    local out=$VM_WORK/$1.perf
+    "$FERRITE_PERF_BIN" srp -u "$2" -w "$3" -o "$4" -q "$5" -t "$SECS" -m 0x2 --output json \
+        >"$out" 2>"$out.err" || { cat "$out.err" "$out" >&2; fail "ferrite-perf srp $1"; }
+    python3 - "$out" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["failed"] == 0 and j["ios"] > 0, j
+print(j["iops"], j["mib_s"], j["latency_us"]["avg"], j["latency_us"]["p99"])
+PY
+}
+echo
+echo "| ferrite-perf srp job | ferrite SRP | LIO ib_srpt | ferrite/LIO | mean µs ferrite / LIO |"
+echo "| --- | --- | --- | --- | --- |"
+for job in "${JOBS[@]}"; do
+    read -r name rw bs qd <<<"$job"
+    f=$(perf_srp "perf-$name-ferrite" "srp://$ADDR:$SRP_PORT/$ID_EXT/$IOC_GUID/0" "$rw" "$bs" "$qd")
+    l=$(perf_srp "perf-$name-lio" "srp://$ADDR:$LIO_PORT/$LIO_ID/$LIO_ID/0" "$rw" "$bs" "$qd")
+    python3 - "$name" "$bs" "$f" "$l" <<'PY'
+import sys
+name, bs = sys.argv[1], sys.argv[2]
+f, l = ([float(x) for x in a.split()] for a in sys.argv[3:5])
+k = 0 if bs == "4k" else 1  # IOPS for 4 KiB jobs, MiB/s for the others
+unit = "IOPS" if k == 0 else "MiB/s"
+fmt = lambda v: ("%.0f" if k == 0 else "%.1f") % v[k]
+ratio = "%.2f" % (f[k] / l[k]) if l[k] else "-"
+print("| %s (%s) | %s | %s | %s | %.0f / %.0f |" % (name, unit, fmt(f), fmt(l), ratio, f[2], l[2]))
+PY
 done
 echo
 for p in /sys/class/srp_remote_ports/*; do [ -e "$p/delete" ] && echo 1 >"$p/delete"; done

@@ -16,9 +16,11 @@ pub mod iscsi;
 pub mod iser;
 pub mod job;
 pub mod pattern;
+pub mod rdma_run;
 pub mod replay;
 pub mod rng;
 pub mod size;
+pub mod srp;
 pub mod wakeup;
 pub mod workload;
 

@@ -10,6 +10,9 @@
 //!                    [--header-digest] [--data-digest] [--poll-only]
 //! ferrite-perf iser -u iser://HOST[:PORT]/IQN/LUN -q DEPTH -o SIZE -w WORKLOAD
 //!                   [-M READ_PCT] -t SECONDS [-m MASK] [--output text|json] [--poll-only]
+//! ferrite-perf srp -u srp://IP:PORT/ID_EXT/IOC_GUID/LUN -q DEPTH -o SIZE -w WORKLOAD
+//!                  [-M READ_PCT] -t SECONDS [-m MASK] [--output text|json] [--poll-only]
+//!                  [--initiator-id HEX32]
 //! ```
 //!
 //! Exit status: 0 when every I/O succeeded, 1 when some failed or miscompared
@@ -20,7 +23,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ferrite_perf::bdevperf::{self, EXIT_USAGE};
-use ferrite_perf::{iscsi, iser, size, wakeup, Workload};
+use ferrite_perf::{iscsi, iser, size, srp, wakeup, Workload};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +46,8 @@ enum Cmd {
     Iscsi(IscsiArgs),
     /// Load an iSER target over RDMA verbs: one connection per reactor.
     Iser(IserArgs),
+    /// Load an SRP target over RDMA verbs: one channel per reactor.
+    Srp(SrpArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -185,6 +190,43 @@ struct IserArgs {
 }
 
 #[derive(clap::Args, Debug)]
+struct SrpArgs {
+    /// Target LUN: srp://IP:PORT/ID_EXT/IOC_GUID/LUN (IP:PORT: the target's
+    /// RDMA CM address; ID_EXT and IOC_GUID: the target port's, in hex, as
+    /// ib_srp's add_target takes them).
+    #[arg(short = 'u', long = "url")]
+    url: String,
+    /// I/Os kept in flight per channel (bounded also by the target's request limit).
+    #[arg(short = 'q', long = "queue-depth")]
+    depth: usize,
+    /// Bytes per I/O, up to 1 MiB (a multiple of the LUN's block size); one
+    /// direct data descriptor each.
+    #[arg(short = 'o', long = "io-size", value_parser = size::parse_size)]
+    io_size: usize,
+    /// randread, randwrite, read, write, randrw or rw.
+    #[arg(short = 'w', long = "workload", value_parser = Workload::parse)]
+    workload: Workload,
+    /// Percentage of reads for randrw/rw.
+    #[arg(short = 'M', long = "rwmixread", default_value_t = 50)]
+    read_pct: u32,
+    /// Run time in seconds.
+    #[arg(short = 't', long = "time")]
+    seconds: f64,
+    /// Hex core mask of the initiator's reactors: one SRP channel each (one nexus).
+    #[arg(short = 'm', long = "cpumask", default_value = "0x1")]
+    mask: String,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Reactors never sleep.
+    #[arg(long)]
+    poll_only: bool,
+    /// The initiator port id: 32 hex digits (identifier extension, then GUID).
+    #[arg(long = "initiator-id", default_value = srp::DEFAULT_INITIATOR_ID)]
+    initiator_id: String,
+}
+
+#[derive(clap::Args, Debug)]
 struct ReactorArgs {
     /// Measuring time per mode (sleeping, then poll-only), in seconds.
     #[arg(short = 't', long = "time", default_value_t = 2.0)]
@@ -216,7 +258,7 @@ fn main() {
                 std::process::exit(0);
             }
             if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                usage("missing subcommand: bdev, reactor, iscsi or iser (see ferrite-perf --help)");
+                usage("missing subcommand: bdev, reactor, iscsi, iser or srp (see ferrite-perf --help)");
             }
             // One line: clap's first paragraph, without its "error: " prefix.
             let text = e.to_string();
@@ -297,6 +339,22 @@ fn main() {
                 poll_only: a.poll_only,
                 initiator_name: a.initiator_name,
                 reuse_itt: a.reuse_itt,
+            })
+        }
+        Cmd::Srp(a) => {
+            let cores = ferrite_reactor::parse_core_mask(&a.mask).unwrap_or_else(|e| usage(e));
+            srp::main(srp::Options {
+                url: a.url,
+                workload: a.workload,
+                depth: a.depth,
+                io_size: a.io_size,
+                read_pct: a.read_pct,
+                seconds: a.seconds,
+                mask: a.mask,
+                cores,
+                json: a.output == Output::Json,
+                poll_only: a.poll_only,
+                initiator_id: a.initiator_id,
             })
         }
         Cmd::Reactor(a) => {

@@ -14,9 +14,9 @@ use ferrite_transport::iser::{parse_message, IserHeader, IserMessage, RemoteBuff
 use ferrite_transport::rdma::{self, CloseReason, Conn, ConnectFailure, Done, QpConfig, WcError};
 use hdrhistogram::Histogram;
 
-use super::{lock, Phase, SharedRef};
 use crate::iscsi::pdu::{self, opcode, Bhs, Lun, BHS_LEN, RESERVED_TAG};
 use crate::job;
+use crate::rdma_run::{lock, reactor_ticks, Phase, SharedRef};
 use crate::workload::{Pick, Picker, Workload};
 
 /// The iSER CM private data we connect with: no zero-based addresses, no SEND
@@ -126,11 +126,6 @@ pub struct Initiator {
     busy: Cell<(u64, u64)>,
 }
 
-fn reactor_ticks() -> (u64, u64) {
-    let s = ferrite_reactor::local_stats();
-    (s.busy_ticks, s.idle_ticks)
-}
-
 impl Initiator {
     /// Connects from this reactor; the rest follows from the callbacks.
     pub fn connect(addr: SocketAddr, setup: Setup) -> std::io::Result<()> {
@@ -175,10 +170,7 @@ impl Initiator {
     }
 
     fn fail(&self, why: String) {
-        let mut s = lock(&self.setup.shared);
-        if s.error.is_none() {
-            s.error = Some(why);
-        }
+        crate::rdma_run::fail(&self.setup.shared, why);
     }
 
     fn set_phase(&self, phase: Phase) {
