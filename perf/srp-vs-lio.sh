@@ -130,9 +130,11 @@ JOBS=(
     "read-1m-qd8        read       1m    8"
     "write-1m-qd8       write      1m    8"
 )
-echo
-echo "| job | ferrite SRP | LIO ib_srpt | ferrite iSER | SRP ferrite/LIO | ferrite SRP/iSER |"
-echo "| --- | --- | --- | --- | --- | --- |"
+if [ "$FIO" = 1 ]; then
+    echo
+    echo "| job | ferrite SRP | LIO ib_srpt | ferrite iSER | SRP ferrite/LIO | ferrite SRP/iSER |"
+    echo "| --- | --- | --- | --- | --- | --- |"
+fi
 for job in "${JOBS[@]}"; do
     [ "$FIO" = 1 ] || break
     read -r name rw bs qd <<<"$job"

@@ -24,6 +24,8 @@
 #      nexus in; a READ whose descriptor carries an rkey it never registered makes the
 #      target's RDMA WRITE fail: that channel ends without a response, the other still
 #      reads; ib_srp's channel is untouched;
+#   4c. ferrite-perf srp (randrw, 4 KiB QD16 then 1 MiB QD4, 2 s each, core 1): I/O done, none
+#      failed; ib_srp's channel untouched;
 #   5. the link (dummy0 under rxe0) down for 3 s during a fio verify job (64 MiB, 8 MiB/s
 #      each way, so it spans the outage), ferrite-tgt held across the moment it goes down
 #      so that its own posts fail during the outage (lib.sh link_outage): ferrite-tgt
@@ -47,6 +49,7 @@ UUID=5e1f0c2a-7b3d-4e8f-9a10-2b3c4d5e6f70
 HOST_DIR=/sys/class/infiniband_srp/srp-rxe0-1
 # The srp_wire test binary (cargo test -p ferrite-transport --release --test srp_wire --no-run).
 WIRE_BIN=${1:-}
+FERRITE_PERF_BIN=${FERRITE_PERF_BIN:-$VM_REPO/target/release/ferrite-perf}
 
 config=$VM_WORK/ferrite-srp.json
 cat >"$config" <<JSON
@@ -183,6 +186,16 @@ if [ -n "$WIRE_BIN" ]; then
 else
     say "srp_wire: no test binary given, skipped (test-all.sh passes it)"
 fi
+
+# --- 4c. ferrite-perf srp: our own load generator (its login, credits, direct descriptors) ---
+for job in "4k 16" "1m 4"; do
+    read -r bs qd <<<"$job"
+    out=$("$FERRITE_PERF_BIN" srp -u "srp://$ADDR:$PORT/$ID_EXT/$IOC_GUID/0" -w randrw -o "$bs" \
+        -q "$qd" -t 2 -m 0x2 --output json 2>&1) || fail "ferrite-perf srp randrw $bs: $out"
+    expect_eq "ferrite-perf srp randrw $bs QD$qd: failed I/Os" \
+        "$(python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print(j["failed"] if j["ios"] > 0 else "no I/O")' "$out")" 0
+done
+expect_eq "ib_srp's channel after ferrite-perf srp" "$(channel_count)" 1
 
 # --- 5. the link down during I/O ---------------------------------------------------------
 # The first 128 MiB (verify1's data and what ext4 left) must come through unchanged.
