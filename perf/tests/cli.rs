@@ -529,3 +529,38 @@ fn prefill_writes_the_whole_bdev_first() {
     );
     assert!(u(&j["reads"]) > 0);
 }
+
+#[test]
+fn srp_refuses_bad_urls_sizes_and_workloads_with_usage_errors() {
+    let url = "srp://127.0.0.1:5555/0002c90300a1b2c3/0002c90300d4e5f6/0";
+    for (args, want) in [
+        (
+            vec!["-u", "srp://127.0.0.1/1/2/0", "-w", "randread", "-o", "4k"],
+            "lacks a port",
+        ),
+        (
+            vec!["-u", url, "-w", "verify", "-o", "4k"],
+            "not supported over SRP",
+        ),
+        (
+            vec![
+                "-u",
+                url,
+                "-w",
+                "read",
+                "-o",
+                "4k",
+                "--initiator-id",
+                "0x12",
+            ],
+            "not 32 hex digits",
+        ),
+        (vec!["-u", url, "-w", "read", "-o", "2m"], "up to 1048576"),
+    ] {
+        let mut all = vec!["srp", "-q", "1", "-t", "1"];
+        all.extend_from_slice(&args);
+        let run = perf(&all);
+        assert_eq!(run.code, 2, "{all:?}: {}", run.stderr);
+        assert!(run.stderr.contains(want), "{all:?}: {}", run.stderr);
+    }
+}
