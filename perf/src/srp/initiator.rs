@@ -567,9 +567,9 @@ impl rdma::Handler for Initiator {
                 private_data,
             } => match LoginRej::parse(private_data) {
                 Ok((code, _, fmt)) => format!(
-                    "SRP_LOGIN_REJ {code:#010x} ({}), target buffer formats {fmt:#x}",
+                    "SRP_LOGIN_REJ: {}, target buffer formats {fmt:#x}",
                     RejectReason::from_code(code)
-                        .map_or_else(|| "unknown reason".to_string(), |r| r.to_string())
+                        .map_or_else(|| format!("reason {code:#010x}"), |r| r.to_string())
                 ),
                 Err(_) => format!("rejected (CM status {status}) without an SRP_LOGIN_REJ"),
             },
